@@ -1,0 +1,1 @@
+"""The vae-dogs web service (FastAPI). Routes translate HTTP to calls of ``model.latent_ops``."""

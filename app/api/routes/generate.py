@@ -1,0 +1,55 @@
+"""POST /mix (new breeds from weighted old ones) and GET /sample (dogs from the prior)."""
+
+from __future__ import annotations
+
+import secrets
+
+import torch
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+
+from app.deps import ModelDep, SettingsDep
+from app.images import png_response
+from app.schemas import IMAGE_PNG, MixRequest
+from model import latent_ops
+
+router = APIRouter(tags=["generate"])
+
+
+def check_limits(settings: SettingsDep, n: int, scale: int) -> None:
+    if n > settings.max_images:
+        raise HTTPException(422, detail=f"n must be at most {settings.max_images}, got {n}")
+    if scale > settings.max_scale:
+        raise HTTPException(422, detail=f"scale must be at most {settings.max_scale}, got {scale}")
+
+
+def seed_or_random(seed: int | None) -> int:
+    return seed if seed is not None else secrets.randbits(31)
+
+
+@router.post("/mix", response_class=Response, responses=IMAGE_PNG,
+             summary="Blend breeds with weights into a new breed; the X-Seed header reproduces the result")
+async def mix(body: MixRequest, service: ModelDep, settings: SettingsDep) -> Response:
+    check_limits(settings, body.n, body.scale)
+    weights = service.weights(body.breeds)
+    seed = seed_or_random(body.seed)
+    images = await service.run(latent_ops.mix, service.model, weights, body.n, seed, body.temperature)
+    return png_response(images, body.scale, headers={"X-Seed": str(seed)})
+
+
+@router.get("/sample", response_class=Response, responses=IMAGE_PNG,
+            summary="Random dogs from the prior, optionally of one breed")
+async def sample(
+    service: ModelDep,
+    settings: SettingsDep,
+    n: int = Query(16, ge=1, description="how many dogs (a grid)"),
+    seed: int | None = Query(None, ge=0, le=2**63 - 1),
+    temperature: float = Query(1.0, ge=0, le=3),
+    breed: str | None = Query(None, description="a breed name from GET /breeds; default: random breeds"),
+    scale: int = Query(1, ge=1),
+) -> Response:
+    check_limits(settings, n, scale)
+    breed_index = service.breed_index(breed) if breed else None
+    seed = seed_or_random(seed)
+    images: torch.Tensor = await service.run(latent_ops.sample, service.model, n, breed_index, seed, temperature)
+    return png_response(images, scale, headers={"X-Seed": str(seed)})

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from app.deps import ModelDep, SettingsDep
+from app.schemas import BreedInfo, Health, Info
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness: the process answers")
+def health() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/ready", response_model=Health, summary="Readiness: the model is loaded",
+            responses={503: {"description": "the model is not loaded"}})
+def ready(service: ModelDep) -> Health:
+    return Health(status="ready")
+
+
+@router.get("/info", response_model=Info, summary="The model card: breeds, resolution, metrics, checksum, device")
+def info(service: ModelDep, settings: SettingsDep) -> Info:
+    card = service.card
+    return Info(
+        breeds=[BreedInfo(**b) for b in card["breeds"]],
+        resolution=service.image_size,
+        latent_dim=service.model.cfg.latent_dim,
+        device=str(service.device),
+        checkpoint=str(settings.checkpoint),
+        checkpoint_sha256=card["weights_sha256"],
+        torch_version=card.get("torch_version"),
+        git_commit=card.get("git_commit"),
+        evaluation=card.get("evaluation"),
+    )

@@ -1,0 +1,83 @@
+"""The loaded model and the single worker thread that runs inference off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from app.core.config import Settings
+from model import checkpoint
+from model.vae import BreedVAE
+
+T = TypeVar("T")
+log = logging.getLogger("vae_dogs")
+
+
+class UnknownBreedError(ValueError):
+    """A breed name the model does not know; carries close matches for the error message."""
+
+    def __init__(self, name: str, suggestions: list[str]) -> None:
+        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else "; GET /breeds lists the known breeds"
+        super().__init__(f"unknown breed {name!r}{hint}")
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("VAE_DOGS_DEVICE=cuda but no CUDA device is available")
+    return torch.device(setting)
+
+
+@dataclass
+class ModelService:
+    model: BreedVAE
+    card: dict[str, Any]
+    device: torch.device
+    breeds: list[str] = field(init=False)
+    # One worker: torch already uses every core per call, and the model is not shared across threads.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="inference"))
+
+    def __post_init__(self) -> None:
+        self.breeds = [b["name"] for b in self.card["breeds"]]
+        self._index = {b: i for i, b in enumerate(self.breeds)}
+
+    @classmethod
+    def load(cls, settings: Settings) -> "ModelService":
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        device = resolve_device(settings.device)
+        model, card = checkpoint.load(settings.checkpoint, device)
+        log.info("loaded %s (%d breeds) on %s", settings.checkpoint, len(card["breeds"]), device)
+        return cls(model=model, card=card, device=device)
+
+    @property
+    def image_size(self) -> int:
+        return self.model.cfg.image_size
+
+    def breed_index(self, name: str) -> int:
+        key = name.strip().lower().replace(" ", "_")
+        if key in self._index:
+            return self._index[key]
+        raise UnknownBreedError(name, difflib.get_close_matches(key, self.breeds, n=3, cutoff=0.5))
+
+    def weights(self, breeds: dict[str, float]) -> torch.Tensor:
+        """Breed-name weights -> a dense (n_breeds,) tensor (validated later by latent_ops)."""
+        dense = torch.zeros(len(self.breeds), dtype=torch.float64)
+        for name, weight in breeds.items():
+            dense[self.breed_index(name)] += weight
+        return dense
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

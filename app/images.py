@@ -1,0 +1,61 @@
+"""Uploads in, PNGs out: every way an upload can be wrong becomes a clear 4xx."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+from fastapi import HTTPException, UploadFile
+from fastapi.responses import Response
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from model.imaging import from_pil, grid, load_square, png_bytes
+
+
+async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes`` (+1 to detect overflow) of an upload."""
+    data = await file.read(max_bytes + 1)
+    if not data:
+        raise HTTPException(400, detail="the uploaded file is empty (0 bytes); send a JPEG, PNG or WebP photo of a dog")
+    if len(data) > max_bytes:
+        raise HTTPException(413, detail=f"the upload is larger than the {max_bytes:,}-byte limit; send a smaller photo")
+    return data
+
+
+def decode_photo(data: bytes, max_pixels: int, size: int) -> torch.Tensor:
+    """Bytes -> (1, 3, size, size) in [0, 1]; grayscale, RGBA, CMYK and EXIF-rotated photos are converted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            # The header gives the size before any pixel is decoded: refuse bombs here.
+            if img.width * img.height > max_pixels:
+                raise HTTPException(
+                    413,
+                    detail=f"the image is {img.width}x{img.height} pixels, more than the {max_pixels:,}-pixel limit; "
+                    "send a smaller photo",
+                )
+            img.load()
+    except HTTPException:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        if isinstance(err, UnidentifiedImageError):
+            raise HTTPException(415, detail="the upload is not an image Pillow can read; send a JPEG, PNG or WebP photo") from err
+        raise HTTPException(413, detail=f"the image has too many pixels: {err}") from err
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
+        raise HTTPException(400, detail=f"the image is truncated or corrupt ({err}); send the complete file") from err
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    array = load_square(img.convert("RGB"), size)
+    return from_pil(Image.fromarray(array)).unsqueeze(0)
+
+
+def png_response(images: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None) -> Response:
+    columns = max(1, int(round(images.shape[0] ** 0.5)))
+    if images.shape[0] > columns * columns:
+        columns += 1
+    return Response(png_bytes(grid(images, columns, padding=2 if images.shape[0] > 1 else 0, scale=scale)),
+                    media_type="image/png", headers=headers)

@@ -1,0 +1,97 @@
+"""The ASGI app: ``uvicorn app.main:app`` (or ``vae-dogs-serve``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.api.routes import breeds, codec, generate, health
+from app.core.config import get_settings
+from app.core.inference import ModelService, UnknownBreedError
+from model.latent_ops import LatentOpError
+
+log = logging.getLogger("vae_dogs")
+
+
+class StartupError(RuntimeError):
+    """Start-up cannot go on; uvicorn prints only this one line."""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    try:
+        service = ModelService.load(settings)
+    except Exception as err:  # checkpoint missing/corrupt, cuda asked for and absent, ...
+        where = "" if str(settings.checkpoint) in str(err) else f" (checkpoint: {settings.checkpoint})"
+        raise StartupError(f"vae-dogs cannot start: {err}{where}") from None
+    app.state.model_service = service
+    try:
+        yield
+    finally:
+        app.state.model_service = None
+        service.close()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="vae-dogs",
+        version="0.1.0",
+        summary="A breed-conditional VAE on dog photos: sample, mix, identify, encode and decode dogs.",
+        lifespan=lifespan,
+    )
+    for module in (health, breeds, codec, generate):
+        app.include_router(module.router)
+
+    @app.exception_handler(UnknownBreedError)
+    @app.exception_handler(LatentOpError)
+    async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The default handler echoes the input, which fails to render when it holds NaN or infinity.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    return app
+
+
+class OneLineStartupErrors:
+    """ASGI wrapper: a failed start-up is logged as its one-line reason, not a traceback."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str):  # expose .state, .openapi(), ... of the wrapped app
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+
+        async def send_short(message):  # type: ignore[no-untyped-def]
+            if message["type"] == "lifespan.startup.failed" and StartupError.__name__ in message.get("message", ""):
+                lines = [line for line in message["message"].splitlines() if line.strip()]
+                message = {**message, "message": lines[-1].split(": ", 1)[-1]}
+            await send(message)
+
+        await self.app(scope, receive, send_short)
+
+
+fastapi_app = create_app()
+app = OneLineStartupErrors(fastapi_app)
+
+
+def serve() -> None:
+    """Console entry point ``vae-dogs-serve``: uvicorn on 127.0.0.1:8000 (HOST/PORT env vars override)."""
+    import os
+
+    import uvicorn
+
+    uvicorn.run("app.main:app", host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")))

@@ -1,0 +1,96 @@
+"""Request and response bodies (pydantic), with examples that run against the default checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+IMAGE_PNG = {200: {"content": {"image/png": {}}, "description": "a PNG (a grid when several images)"}}
+
+
+class BreedInfo(BaseModel):
+    name: str
+    photos: int = Field(description="training photos of this breed in the data set")
+
+
+class BreedList(BaseModel):
+    breeds: list[BreedInfo]
+
+
+class BreedProbability(BaseModel):
+    breed: str
+    probability: float = Field(ge=0, le=1)
+
+
+class Identification(BaseModel):
+    breeds: list[BreedProbability] = Field(description="best first")
+
+
+class Encoding(BaseModel):
+    mean: list[float] = Field(description="posterior mean of z")
+    log_var: list[float] = Field(description="posterior log-variance of z")
+    breeds: list[BreedProbability] = Field(description="q(breed | photo), best first")
+
+
+def _check_weights(weights: dict[str, float]) -> dict[str, float]:
+    if not weights:
+        raise ValueError("give at least one breed with a weight, e.g. {\"beagle\": 1}")
+    for name, w in weights.items():
+        if not math.isfinite(w):
+            raise ValueError(f"the weight of {name!r} is not a finite number")
+        if w < 0:
+            raise ValueError(f"the weight of {name!r} is negative; weights must be >= 0")
+    if sum(weights.values()) <= 0:
+        raise ValueError("the weights are all zero; give at least one positive weight")
+    return weights
+
+
+class MixRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4}]})
+
+    breeds: dict[str, float] = Field(description="breed name -> weight (>= 0, normalised to sum to 1)")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed = same pose noise for any mix")
+    n: int = Field(1, ge=1, description="how many dogs")
+    temperature: float = Field(1.0, ge=0, le=3, description="scale of the latent noise; 0 gives the mix's mean dog")
+    scale: int = Field(1, ge=1, description="nearest-neighbour upscale of the output")
+
+    _weights = field_validator("breeds")(_check_weights)
+
+
+class DecodeRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"latents": [[0.0] * 128], "breeds": {"golden_retriever": 1}}]})
+
+    latents: list[list[float]] = Field(min_length=1, description="latent vectors z, each of the model's latent size")
+    breeds: dict[str, float] | None = Field(
+        None, description="breed weights to decode with; default: the breeds whose priors best explain each z"
+    )
+    scale: int = Field(1, ge=1)
+
+    @field_validator("latents")
+    @classmethod
+    def _finite(cls, latents: list[list[float]]) -> list[list[float]]:
+        if any(not math.isfinite(v) for row in latents for v in row):
+            raise ValueError("latents must be finite numbers (no NaN or infinity)")
+        return latents
+
+    @field_validator("breeds")
+    @classmethod
+    def _weights(cls, breeds: dict[str, float] | None) -> dict[str, float] | None:
+        return None if breeds is None else _check_weights(breeds)
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Info(BaseModel):
+    breeds: list[BreedInfo]
+    resolution: int
+    latent_dim: int
+    device: str
+    checkpoint: str
+    checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")
+    torch_version: str | None
+    git_commit: str | None
+    evaluation: dict | None = Field(description="metrics from python -m training.evaluate, if it was run")

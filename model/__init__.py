@@ -1,0 +1,1 @@
+"""The vae-dogs model: the breed-conditional VAE, its checkpoints and its latent operations."""

@@ -1,0 +1,123 @@
+"""Checkpoints without pickle: ``model.safetensors`` (weights) + ``card.json`` (everything else).
+
+The card holds the architecture config, the ordered breed list with photo counts, the split recipe and
+held-out ids, training and evaluation metrics, torch version, git commit and the SHA-256 of the weights,
+which :func:`load` verifies. Every write goes to a temporary file that is then renamed over the target,
+so a killed run never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.vae import BreedVAE, VAEConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+CARD_FORMAT = "vae-dogs/1"
+REQUIRED_CARD_KEYS = ("format", "config", "breeds", "weights_sha256")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing, incomplete or corrupt."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save(model: BreedVAE, card: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
+    """Write weights then card (the card names the weights' hash, so it is written last)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": CARD_FORMAT})
+        os.replace(tmp, folder / WEIGHTS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    full_card = {
+        "format": CARD_FORMAT,
+        **card,
+        "config": model.cfg.to_dict(),
+        "torch_version": torch.__version__,
+        "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
+    }
+    atomic_write_json(folder / CARD_FILE, full_card)
+    return folder
+
+
+def read_card(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint card {path} does not exist")
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint card {path} is not valid JSON: {err}") from err
+    if not isinstance(card, dict):
+        raise CheckpointError(f"checkpoint card {path} is not a JSON object")
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise CheckpointError(f"checkpoint card {path} lacks {', '.join(missing)}")
+    if card["format"] != CARD_FORMAT:
+        raise CheckpointError(f"checkpoint card {path} has format {card['format']!r}, expected {CARD_FORMAT!r}")
+    breeds = card["breeds"]
+    if not isinstance(breeds, list) or not all(isinstance(b, dict) and isinstance(b.get("name"), str) for b in breeds):
+        raise CheckpointError(f"checkpoint card {path}: 'breeds' must be a list of {{name, photos}} objects")
+    return card
+
+
+def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[BreedVAE, dict[str, Any]]:
+    """Load and verify a checkpoint folder; returns the model in eval mode on ``device`` and its card."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    card = read_card(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint weights {weights} do not exist")
+    if sha256_file(weights) != card["weights_sha256"]:
+        raise CheckpointError(f"checkpoint weights {weights} do not match the SHA-256 in {folder / CARD_FILE}")
+    try:
+        cfg = VAEConfig.from_dict(card["config"])
+        model = BreedVAE(cfg)
+        model.load_state_dict(load_file(str(weights)))
+    except Exception as err:  # safetensors and torch raise several types for a bad file
+        raise CheckpointError(f"checkpoint {weights} cannot be loaded: {err}") from err
+    if cfg.n_breeds != len(card["breeds"]):
+        raise CheckpointError(f"checkpoint {folder}: {len(card['breeds'])} breeds in the card, {cfg.n_breeds} in the model")
+    return model.to(device).eval(), card

@@ -1,0 +1,86 @@
+"""Shared fixtures: small synthetic dog data sets (no ../shared needed) and a tiny trained checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+# Three synthetic "breeds", each a coloured blob of its own shape on a varied background.
+BREED_COLOURS = {"beagle": (170, 110, 40), "samoyed": (235, 235, 230), "gordon_setter": (25, 20, 15)}
+STANFORD_SYNSETS = {"beagle": "n02088364-Beagle", "samoyed": "n02111889-Samoyed", "gordon_setter": "n02101006-Gordon_setter"}
+# Small architecture so a training epoch takes a second or two on a laptop core.
+TINY_ARCH = ["--channels", "8,16,16,32", "--classifier-channels", "8,16,16,32", "--latent-dim", "8"]
+
+
+def synthetic_dog(breed: str, rng: random.Random, size: tuple[int, int] = (72, 64)) -> Image.Image:
+    w, h = size
+    bg = tuple(rng.randint(60, 160) for _ in range(3))
+    img = Image.new("RGB", size, bg)
+    draw = ImageDraw.Draw(img)
+    colour = BREED_COLOURS[breed]
+    cx, cy = rng.randint(w // 3, 2 * w // 3), rng.randint(h // 3, 2 * h // 3)
+    rx, ry = (22, 12) if breed == "beagle" else (16, 16) if breed == "samoyed" else (10, 20)
+    draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=colour)
+    draw.ellipse((cx + rx - 6, cy - ry - 6, cx + rx + 6, cy - ry + 6), fill=colour)  # a "head"
+    return img
+
+
+def write_folders(root: Path, per_breed: int = 12, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    for breed in BREED_COLOURS:
+        folder = root / "images" / breed
+        folder.mkdir(parents=True)
+        for i in range(per_breed):
+            synthetic_dog(breed, rng, (rng.choice([64, 84, 96]), 64)).save(folder / f"{breed}_{i:03d}.jpg", quality=92)
+    return root
+
+
+def write_kaggle(root: Path, per_breed: int = 6, seed: int = 1) -> Path:
+    rng = random.Random(seed)
+    (root / "train").mkdir(parents=True)
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "breed"])
+        for breed in BREED_COLOURS:
+            for i in range(per_breed):
+                image_id = f"{rng.getrandbits(64):016x}"
+                synthetic_dog(breed, rng).save(root / "train" / f"{image_id}.jpg")
+                writer.writerow([image_id, breed])
+    return root
+
+
+def write_stanford(root: Path, per_breed: int = 6, seed: int = 2) -> Path:
+    rng = random.Random(seed)
+    for breed, synset in STANFORD_SYNSETS.items():
+        folder = root / "Images" / synset
+        folder.mkdir(parents=True)
+        for i in range(per_breed):
+            synthetic_dog(breed, rng).save(folder / f"{synset.split('-')[0]}_{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def folders_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_folders(tmp_path_factory.mktemp("folders"), per_breed=16)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, folders_data: Path, cache_dir: Path) -> Path:
+    """A checkpoint trained for two epochs on the synthetic folder-per-breed set, then evaluated."""
+    from training.evaluate import evaluate
+    from training.train import main as train
+
+    out = tmp_path_factory.mktemp("tiny-checkpoint")
+    train(["--data", str(folders_data), "--out", str(out), "--epochs", "2", "--batch-size", "8",
+           "--cache-dir", str(cache_dir), "--no-progress", "--kl-warmup-epochs", "1", *TINY_ARCH])
+    evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
+    return out

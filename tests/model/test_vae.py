@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.vae import BreedVAE, VAEConfig
+
+SMALL = dict(n_breeds=4, image_size=32, latent_dim=6, breed_embed_dim=8, channels=(8, 16, 16), classifier_channels=(8, 16))
+
+
+def test_shapes_and_finite_loss() -> None:
+    model = BreedVAE(VAEConfig(**SMALL))
+    x = torch.rand(5, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    mu, log_var = model.encode(x)
+    assert mu.shape == log_var.shape == (5, 6)
+    assert model.breed_logits(x).shape == (5, 4)
+    weights = torch.softmax(torch.randn(5, 4), dim=1)
+    out = model.decode(mu, weights)
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    terms = model.loss(x, y)
+    assert torch.isfinite(terms.loss)
+    assert terms.kl_per_dim.shape == (6,)
+    terms.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_generated_term_does_not_train_the_breed_head() -> None:
+    cfg = VAEConfig(**{**SMALL, "breed_weight": 0.0, "generated_fraction": 1.0})
+    model = BreedVAE(cfg)
+    model.loss(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])).loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.breed_head.parameters())
+    assert model.decoder.from_latent.weight.grad.abs().sum() > 0
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = VAEConfig(**SMALL)
+    assert VAEConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown VAEConfig fields"):
+        VAEConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="divisible"):
+        VAEConfig(image_size=30, channels=(8, 16))
+
+
+def test_fit_latent_prior_recovers_breed_means() -> None:
+    model = BreedVAE(VAEConfig(**SMALL))
+    torch.manual_seed(0)
+    centres = torch.randn(4, 6) * 5
+    breeds = torch.arange(400) % 4
+    means = centres[breeds] + torch.randn(400, 6) * 0.5
+    model.fit_latent_prior(means, breeds)
+    assert torch.allclose(model.prior_mean, centres, atol=0.2)
+    cov = model.prior_cholesky[0] @ model.prior_cholesky[0].T
+    assert torch.allclose(cov.diagonal(), torch.full((6,), 0.25), atol=0.1)

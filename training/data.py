@@ -1,0 +1,226 @@
+"""Dog photo data sets: three on-disk layouts, a recorded split, and a preprocessed cache.
+
+Layouts read without conversion (detected in this order):
+
+* **kaggle** — Kaggle *Dog Breed Identification*: ``labels.csv`` with ``id,breed`` and ``train/<id>.jpg``.
+* **stanford** — Stanford Dogs: ``Images/n02085620-Chihuahua/*.jpg``; breed = folder name after the
+  synset, lower-cased (``chihuahua``). The ``Images`` folder itself may be given too.
+* **folders** — one folder per breed: ``images/<breed>/*.jpg`` (what ``../shared/dogs`` is). The
+  ``images`` folder itself may be given too.
+
+Decoding JPEGs on two cores is slower than the model, so every photo is decoded once, centre-cropped to a
+square, resized to the training resolution and kept in a ``uint8`` array cached on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.imaging import load_square
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+STANFORD_FOLDER = re.compile(r"^n\d{8}-(.+)$")
+LAYOUTS_HELP = (
+    "expected one of: Kaggle (labels.csv with id,breed + train/<id>.jpg), "
+    "Stanford Dogs (Images/n02085620-Chihuahua/*.jpg), "
+    "or one folder per breed (images/<breed>/*.jpg)"
+)
+
+
+class DataLayoutError(ValueError):
+    """The data path matches none of the supported layouts."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    id: str
+    breed: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class DogPhotos:
+    root: Path
+    layout: str
+    photos: list[Photo]
+
+    @property
+    def breeds(self) -> list[str]:
+        return sorted({p.breed for p in self.photos})
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(p.breed for p in self.photos)
+        return {b: counts[b] for b in self.breeds}
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_kaggle(root: Path) -> list[Photo]:
+    photos = []
+    with open(root / "labels.csv", newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"id", "breed"} <= set(reader.fieldnames):
+            raise DataLayoutError(f"{root / 'labels.csv'} has no id,breed header; {LAYOUTS_HELP}")
+        for row in reader:
+            path = root / "train" / f"{row['id']}.jpg"
+            if path.is_file():
+                photos.append(Photo(row["id"], row["breed"].strip().lower(), path))
+    return photos
+
+
+def _read_breed_folders(folder: Path, breed_of: "callable[[str], str | None]") -> list[Photo]:
+    photos = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        breed = breed_of(sub.name)
+        if breed is None:
+            continue
+        photos += [Photo(img.stem, breed, img) for img in _images_in(sub)]
+    return photos
+
+
+def _stanford_breed(name: str) -> str | None:
+    match = STANFORD_FOLDER.match(name)
+    return match.group(1).lower() if match else None
+
+
+def _has_stanford_folders(folder: Path) -> bool:
+    return folder.is_dir() and any(STANFORD_FOLDER.match(p.name) for p in folder.iterdir() if p.is_dir())
+
+
+def find_photos(root: str | os.PathLike[str]) -> DogPhotos:
+    """Detect the layout under ``root`` and list its labelled photos."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataLayoutError(f"data path {root} is not a folder; {LAYOUTS_HELP}")
+    if (root / "labels.csv").is_file() and (root / "train").is_dir():
+        layout, photos = "kaggle", _read_kaggle(root)
+    elif _has_stanford_folders(root / "Images"):
+        layout, photos = "stanford", _read_breed_folders(root / "Images", _stanford_breed)
+    elif _has_stanford_folders(root):
+        layout, photos = "stanford", _read_breed_folders(root, _stanford_breed)
+    elif (root / "images").is_dir():
+        layout, photos = "folders", _read_breed_folders(root / "images", lambda n: n.lower())
+    else:
+        subfolders = [p for p in root.iterdir() if p.is_dir()]
+        if subfolders and any(_images_in(p) for p in subfolders):
+            layout, photos = "folders", _read_breed_folders(root, lambda n: n.lower())
+        else:
+            raise DataLayoutError(f"no dog photos found under {root}; {LAYOUTS_HELP}")
+    if not photos:
+        raise DataLayoutError(f"the {layout} layout under {root} lists no readable photos; {LAYOUTS_HELP}")
+    return DogPhotos(root=root, layout=layout, photos=photos)
+
+
+# --- split -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitRecipe:
+    """A seeded split stratified by breed; stored in the checkpoint card."""
+
+    seed: int = 0
+    validation_fraction: float = 0.1
+    method: str = "per-breed: sort ids, shuffle with random.Random(f'{seed}-{breed}'), first ceil(fraction*n) held out"
+
+
+def split_ids(photos: DogPhotos, recipe: SplitRecipe) -> tuple[list[str], list[str]]:
+    """Return (train_ids, validation_ids); independent of file-system listing order."""
+    by_breed: dict[str, list[str]] = {}
+    for p in photos.photos:
+        by_breed.setdefault(p.breed, []).append(p.id)
+    train, val = [], []
+    for breed in sorted(by_breed):
+        ids = sorted(by_breed[breed])
+        random.Random(f"{recipe.seed}-{breed}").shuffle(ids)
+        n_val = min(len(ids) - 1, int(np.ceil(recipe.validation_fraction * len(ids)))) if len(ids) > 1 else 0
+        val += ids[:n_val]
+        train += ids[n_val:]
+    return sorted(train), sorted(val)
+
+
+# --- decoding and cache ------------------------------------------------------------------
+def _load_for_pool(args: tuple[str, int]) -> np.ndarray:
+    return load_square(args[0], args[1])
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vae-dogs"
+
+
+@dataclass
+class ImageArray:
+    """All photos of a data set at one resolution, in memory."""
+
+    ids: list[str]
+    breeds: list[str]
+    pixels: np.ndarray  # (N, S, S, 3) uint8
+
+    def select(self, ids: list[str]) -> "ImageArray":
+        index = {i: n for n, i in enumerate(self.ids)}
+        rows = [index[i] for i in ids]
+        return ImageArray([self.ids[r] for r in rows], [self.breeds[r] for r in rows], self.pixels[rows])
+
+
+def load_images(
+    photos: DogPhotos, size: int, cache_dir: Path | None = None, workers: int | None = None
+) -> ImageArray:
+    """Decode every photo at ``size`` px, reusing the on-disk cache when the photo list is unchanged."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    listing = "\n".join(f"{p.id}\t{p.breed}\t{p.path.stat().st_size}" for p in photos.photos)
+    key = hashlib.sha256(f"{photos.root.resolve()}\n{size}\n{listing}".encode()).hexdigest()[:16]
+    npy, meta = cache_dir / f"{key}-{size}px.npy", cache_dir / f"{key}-{size}px.json"
+    ids = [p.id for p in photos.photos]
+    breeds = [p.breed for p in photos.photos]
+    if npy.is_file() and meta.is_file() and json.loads(meta.read_text()) == ids:
+        return ImageArray(ids, breeds, np.load(npy, mmap_mode=None))
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    jobs = [(str(p.path), size) for p in photos.photos]
+    with ProcessPoolExecutor(workers) as pool:
+        arrays = list(
+            tqdm(pool.map(_load_for_pool, jobs, chunksize=64), total=len(jobs), desc=f"decoding photos to {size}px")
+        )
+    pixels = np.stack(arrays)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = npy.with_suffix(".tmp.npy")
+    np.save(tmp, pixels)
+    os.replace(tmp, npy)
+    meta.write_text(json.dumps(ids))
+    return ImageArray(ids, breeds, pixels)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
+    """Random horizontal flip and a small random translation (reflect-padded crop) per image."""
+    n, _, h, w = batch.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+    if max_shift <= 0:
+        return batch
+    padded = torch.nn.functional.pad(batch, (max_shift,) * 4, mode="reflect")
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
+def balanced_indices(labels: torch.Tensor, n_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """Draw indices with replacement so every breed is equally likely (small breeds are learned too)."""
+    counts = torch.bincount(labels).float()
+    weights = 1.0 / counts[labels]
+    return torch.multinomial(weights, n_samples, replacement=True, generator=generator)

