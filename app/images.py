@@ -53,9 +53,22 @@ def decode_photo(data: bytes, max_pixels: int, size: int) -> torch.Tensor:
     return from_pil(Image.fromarray(array)).unsqueeze(0)
 
 
-def png_response(images: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None) -> Response:
-    columns = max(1, int(round(images.shape[0] ** 0.5)))
-    if images.shape[0] > columns * columns:
-        columns += 1
+def png_response(images: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None,
+                 columns: int | None = None) -> Response:
+    """A PNG of one image, or of a grid (square-ish unless ``columns`` is given)."""
+    if columns is None:
+        columns = max(1, int(round(images.shape[0] ** 0.5)))
+        if images.shape[0] > columns * columns:
+            columns += 1
     return Response(png_bytes(grid(images, columns, padding=2 if images.shape[0] > 1 else 0, scale=scale)),
                     media_type="image/png", headers=headers)
+
+
+def gif_response(frames: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None,
+                 frame_ms: int = 120) -> Response:
+    """An endlessly looping animated GIF that plays forward then back."""
+    images = [grid(frame[None], 1, padding=0, scale=scale) for frame in frames]
+    images = images + images[-2:0:-1]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return Response(buffer.getvalue(), media_type="image/gif", headers=headers)

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.api.routes import breeds, codec, generate, health
+from app.api.routes import ancestry, breeds, codec, generate, health
 from app.core.config import get_settings
 from app.core.inference import ModelService, UnknownBreedError
 from model.latent_ops import LatentOpError
@@ -24,7 +24,7 @@ class StartupError(RuntimeError):
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    settings = app.dependency_overrides.get(get_settings, get_settings)()
     try:
         service = ModelService.load(settings)
     except Exception as err:  # checkpoint missing/corrupt, cuda asked for and absent, ...
@@ -45,7 +45,7 @@ def create_app() -> FastAPI:
         summary="A breed-conditional VAE on dog photos: sample, mix, identify, encode and decode dogs.",
         lifespan=lifespan,
     )
-    for module in (health, breeds, codec, generate):
+    for module in (health, breeds, codec, generate, ancestry):
         app.include_router(module.router)
 
     @app.exception_handler(UnknownBreedError)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IMAGE_PNG = {200: {"content": {"image/png": {}}, "description": "a PNG (a grid when several images)"}}
 
@@ -33,7 +34,7 @@ class Encoding(BaseModel):
     breeds: list[BreedProbability] = Field(description="q(breed | photo), best first")
 
 
-def _check_weights(weights: dict[str, float]) -> dict[str, float]:
+def check_weights(weights: dict[str, float]) -> dict[str, float]:
     if not weights:
         raise ValueError("give at least one breed with a weight, e.g. {\"beagle\": 1}")
     for name, w in weights.items():
@@ -55,7 +56,7 @@ class MixRequest(BaseModel):
     temperature: float = Field(1.0, ge=0, le=3, description="scale of the latent noise; 0 gives the mix's mean dog")
     scale: int = Field(1, ge=1, description="nearest-neighbour upscale of the output")
 
-    _weights = field_validator("breeds")(_check_weights)
+    _weights = field_validator("breeds")(check_weights)
 
 
 class DecodeRequest(BaseModel):
@@ -77,7 +78,7 @@ class DecodeRequest(BaseModel):
     @field_validator("breeds")
     @classmethod
     def _weights(cls, breeds: dict[str, float] | None) -> dict[str, float] | None:
-        return None if breeds is None else _check_weights(breeds)
+        return None if breeds is None else check_weights(breeds)
 
 
 class Health(BaseModel):
@@ -94,3 +95,59 @@ class Info(BaseModel):
     torch_version: str | None
     git_commit: str | None
     evaluation: dict | None = Field(description="metrics from python -m training.evaluate, if it was run")
+
+
+class BreedWeight(BaseModel):
+    breed: str
+    weight: float = Field(ge=0, le=1)
+
+
+class AncestryFit(BaseModel):
+    score: float = Field(ge=0, le=1, description="mse(photo, own reconstruction) / mse(photo, the mix's typical dog): "
+                         "1 = the mix explains the photo as well as the photo's own latent code does")
+    photo_psnr_own: float = Field(description="dB: the photo against its own reconstruction")
+    photo_psnr_mix: float = Field(description="dB: the photo against the mix's typical dog")
+    log_density_mix: float = Field(description="log density of the photo's latent under the mix's prior")
+    log_density_best_breed: float = Field(description="... and under the most likely single breed's prior")
+
+
+class AncestryResult(BaseModel):
+    composition: list[BreedWeight] = Field(description="largest first; weights sum to 1")
+    fit: AncestryFit
+
+
+class MorphEnd(BaseModel):
+    breeds: dict[str, float] | None = Field(None, description="a breed mix (its dog drawn with the request's seed)")
+    latent: list[float] | None = Field(None, description="or a latent z, e.g. the mean from POST /encode")
+
+    @field_validator("breeds")
+    @classmethod
+    def _weights(cls, breeds: dict[str, float] | None) -> dict[str, float] | None:
+        return None if breeds is None else check_weights(breeds)
+
+    @field_validator("latent")
+    @classmethod
+    def _finite(cls, latent: list[float] | None) -> list[float] | None:
+        if latent is not None and any(not math.isfinite(v) for v in latent):
+            raise ValueError("the latent must be finite numbers (no NaN or infinity)")
+        return latent
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "MorphEnd":
+        if (self.breeds is None) == (self.latent is None):
+            raise ValueError("give either 'breeds' or 'latent' for each end of the morph")
+        return self
+
+
+class MorphRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 0.5, "dingo": 0.5}},
+        "steps": 8, "seed": 3, "format": "png"}]})
+
+    start: MorphEnd
+    end: MorphEnd
+    steps: int = Field(8, ge=2, description="images in the strip, both ends included")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the pose noise shared by both breed ends")
+    temperature: float = Field(1.0, ge=0, le=3)
+    format: Literal["png", "gif"] = "png"
+    scale: int = Field(1, ge=1)

@@ -23,6 +23,8 @@ from model.vae import BreedVAE, VAEConfig
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 CARD_FORMAT = "vae-dogs/1"
+# mkstemp makes 0600 files; a checkpoint must stay readable by a service running as another user.
+PUBLIC_FILE_MODE = 0o644
 REQUIRED_CARD_KEYS = ("format", "config", "breeds", "weights_sha256")
 
 
@@ -38,6 +40,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, PUBLIC_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -65,6 +68,7 @@ def save(model: BreedVAE, card: dict[str, Any], folder: str | os.PathLike[str]) 
     os.close(fd)
     try:
         save_file(state, tmp, metadata={"format": CARD_FORMAT})
+        os.chmod(tmp, PUBLIC_FILE_MODE)
         os.replace(tmp, folder / WEIGHTS_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

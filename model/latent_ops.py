@@ -13,6 +13,7 @@ same "pose noise" for every mix, so mixes can be compared side by side.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -154,3 +155,103 @@ def decode_latents(model: BreedVAE, z: Tensor, weights: Tensor | None = None) ->
         raise LatentOpError("latents must be finite numbers (no NaN or infinity)")
     w = breeds_for_latent(model, z) if weights is None else normalise_weights(weights.float()).expand(z.shape[0], -1)
     return decode(model, z, w)
+
+
+def mixed_prior_log_density(model: BreedVAE, z: Tensor, weights: Tensor) -> Tensor:
+    """log N(z; mean(w), L(w) L(w)^T) for one latent z (d,) and weights (k, n_breeds) -> (k,).
+
+    Differentiable in ``weights`` (used by :func:`ancestry`)."""
+    mean = weights @ model.prior_mean
+    cholesky = torch.einsum("kb,bij->kij", weights, model.prior_cholesky)
+    diff = (z[None] - mean).unsqueeze(-1)
+    whitened = torch.linalg.solve_triangular(cholesky, diff, upper=False).squeeze(-1)
+    log_det = cholesky.diagonal(dim1=-2, dim2=-1).abs().clamp_min(1e-12).log().sum(-1)
+    return -0.5 * whitened.pow(2).sum(-1) - log_det - 0.5 * z.numel() * math.log(2 * math.pi)
+
+
+@dataclass
+class Ancestry:
+    weights: Tensor  # (n_breeds,) on the simplex, at most max_breeds non-zero
+    mix_image: Tensor  # (3, S, S): the mix's typical dog, decode(mean(w), w)
+    fit: float  # mse(photo, own reconstruction) / mse(photo, mix's typical dog), in (0, 1]
+    photo_psnr_own: float  # PSNR of the photo's own reconstruction (the best this model can do)
+    photo_psnr_mix: float  # PSNR of the mix's typical dog against the photo
+    log_density_mix: float  # log density of the photo's z under the mix's prior
+    log_density_best_breed: float  # ... and under the single most likely breed's prior
+
+
+def _fit_simplex(model: BreedVAE, z: Tensor, log_prior: Tensor, support: Tensor, init: Tensor, steps: int) -> Tensor:
+    """MAP weights on the simplex restricted to ``support``: mixed-prior likelihood of z + Dirichlet log prior."""
+    logits = init.clamp_min(1e-6).log().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([logits], lr=0.05)
+    mask = torch.where(support, 0.0, float("-inf"))
+    for _ in range(steps):
+        w = (logits + mask).softmax(-1)
+        objective = mixed_prior_log_density(model, z, w[None])[0] + (log_prior * (w + 1e-6).log()).sum()
+        optimiser.zero_grad()
+        (-objective).backward()
+        optimiser.step()
+    return (logits + mask).softmax(-1).detach()
+
+
+def ancestry(model: BreedVAE, image: Tensor, max_breeds: int = 3, steps: int = 150) -> Ancestry:
+    """Which mix of known breeds best explains one photo (1, 3, S, S)?
+
+    The weights maximise, over the simplex, log N(z_photo; mean(w), Sigma(w)) (the photo's latent under the
+    mixed prior) plus sum_b q(b|photo) * log w_b (a Dirichlet prior whose concentration is the breed head's
+    belief), first over all breeds, then again on the ``max_breeds`` largest. Deterministic: fixed start
+    (the breed head's probabilities) and a fixed number of Adam steps.
+    """
+    if max_breeds < 1:
+        raise LatentOpError("max_breeds must be at least 1")
+    enc = encode(model, image)
+    device = model.prior_mean.device
+    z, probabilities = enc.mean[0].to(device), enc.breed_probabilities[0].to(device)
+    log_prior = probabilities * model.cfg.n_breeds  # Dirichlet concentration - 1, scaled to the number of breeds
+    with torch.enable_grad(), torch.inference_mode(False):
+        everything = torch.ones_like(probabilities, dtype=torch.bool)
+        w = _fit_simplex(model, z, log_prior, everything, probabilities, steps)
+        keep = torch.zeros_like(everything)
+        keep[w.topk(min(max_breeds, w.numel())).indices] = True
+        w = _fit_simplex(model, z, log_prior, keep, torch.where(keep, w, torch.zeros_like(w)), steps)
+    w = torch.where(w > 1e-3, w, torch.zeros_like(w))
+    w = (w / w.sum()).cpu()
+    with torch.inference_mode():
+        mix_image = decode(model, w[None] @ model.prior_mean.cpu(), w[None])
+        own = decode(model, enc.mean, enc.breed_probabilities)
+        mse_own = float((own - image.cpu()).pow(2).mean())
+        mse_mix = float((mix_image - image.cpu()).pow(2).mean())
+        single = mixed_prior_log_density(model, z, torch.eye(model.cfg.n_breeds, device=device))
+        mixed = mixed_prior_log_density(model, z, w[None].to(device))[0]
+    return Ancestry(
+        weights=w,
+        mix_image=mix_image[0],
+        fit=min(1.0, mse_own / max(mse_mix, 1e-12)),
+        photo_psnr_own=10 * math.log10(1 / max(mse_own, 1e-12)),
+        photo_psnr_mix=10 * math.log10(1 / max(mse_mix, 1e-12)),
+        log_density_mix=float(mixed),
+        log_density_best_breed=float(single.max()),
+    )
+
+
+def latent_endpoint(model: BreedVAE, weights: Tensor | None = None, latent: Tensor | None = None,
+                    seed: int | None = None, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """One end of a morph: a breed mix (z drawn from its prior with ``seed``) or a given latent."""
+    if (weights is None) == (latent is None):
+        raise LatentOpError("a morph end is either breed weights or a latent, not both or neither")
+    if latent is not None:
+        z = latent.float().reshape(1, -1)
+        if z.shape[1] != model.cfg.latent_dim or not torch.isfinite(z).all():
+            raise LatentOpError(f"a latent must be {model.cfg.latent_dim} finite numbers")
+        return z, breeds_for_latent(model, z)
+    w = normalise_weights(weights.float())[None]
+    return prior_latents(model, w, _noise(1, model.cfg.latent_dim, seed), temperature).cpu(), w
+
+
+def morph(model: BreedVAE, start: tuple[Tensor, Tensor], end: tuple[Tensor, Tensor], steps: int) -> Tensor:
+    """``steps`` images along the straight line from ``start`` to ``end`` in (z, breed weights); ends included."""
+    if steps < 2:
+        raise LatentOpError("a morph needs at least 2 steps")
+    t = torch.linspace(0, 1, steps)[:, None]
+    (z0, w0), (z1, w1) = start, end
+    return decode(model, (1 - t) * z0 + t * z1, (1 - t) * w0 + t * w1)

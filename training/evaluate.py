@@ -138,14 +138,13 @@ def plot_confusion(confusion: np.ndarray, breeds: list[str], path: Path) -> None
     plt.close(fig)
 
 
-def plot_latent_map(model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, breeds: list[str], path: Path) -> None:
+def plot_latent_map(model: BreedVAE, means: torch.Tensor, labels: torch.Tensor, breeds: list[str], path: Path) -> None:
     """PCA of held-out posterior means, coloured by breed, with each breed's prior mean labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    means = torch.cat([latent_ops.encode(model, to_tensor(pixels[i : i + 256])).mean for i in range(0, len(pixels), 256)])
     centre = means.mean(0)
     _, _, v = torch.pca_lowrank(means - centre, q=2, center=False)
     xy = ((means - centre) @ v).numpy()
@@ -172,6 +171,18 @@ def pairwise_mixes(model: BreedVAE, breeds: list[str], seed: int) -> torch.Tenso
     images = [latent_ops.decode(model, latent_ops.prior_latents(model, weights[i : i + 256], eps[i : i + 256]), weights[i : i + 256])
               for i in range(0, n * n, 256)]
     return torch.cat(images)
+
+
+def ancestry_recovery(model: BreedVAE, seed: int) -> float:
+    """Share of generated 70/30 mixes whose ancestry names the 70 % breed as the largest component."""
+    n = model.cfg.n_breeds
+    hits = 0
+    for b in range(n):
+        weights = torch.zeros(n)
+        weights[b], weights[(b + n // 2) % n] = 0.7, 0.3
+        photo = latent_ops.mix(model, weights, seed=seed + b)
+        hits += int(latent_ops.ancestry(model, photo).weights.argmax()) == b
+    return hits / n
 
 
 def evaluate(
@@ -206,8 +217,13 @@ def evaluate(
     metrics: dict[str, Any] = held_out_metrics(model, val.pixels, labels, dev)
     ident, confusion = identification_metrics(model, val.pixels, labels, breeds)
     metrics.update(ident)
+    # The same question answered in z alone, by Bayes' rule over the per-breed ex-post Gaussians.
+    means = torch.cat([latent_ops.encode(model, to_tensor(val.pixels[i : i + 256])).mean for i in range(0, len(val_ids), 256)])
+    latent_top = latent_ops.breeds_for_latent(model, means).topk(min(5, len(breeds)), dim=1).indices
+    metrics["identify_from_latent_top1"] = float((latent_top[:, 0] == labels).float().mean())
+    metrics["identify_from_latent_top5"] = float((latent_top == labels[:, None]).any(1).float().mean())
+    plot_latent_map(model, means, labels, breeds, out / "latent_map.png")
     plot_confusion(confusion, breeds, out / "confusion.png")
-    plot_latent_map(model, val.pixels, labels, breeds, out / "latent_map.png")
 
     per_breed = torch.cat([latent_ops.sample(model, 8, breed=b, seed=seed + b) for b in range(len(breeds))])
     labelled_rows(per_breed, breeds, columns=8, scale=2, label_width=170).save(out / "samples.png")
@@ -216,6 +232,7 @@ def evaluate(
     samples, sample_breeds = balanced_samples(model, max(fid_samples, len(breeds)), seed)
     sample_probs = latent_ops.breed_probabilities(model, samples)
     metrics["generated_breed_top1"] = float((sample_probs.argmax(1) == sample_breeds).float().mean())
+    metrics["ancestry_recovery_top1"] = ancestry_recovery(model, seed)
 
     if fid_samples > 0:
         fid = FID(dev)

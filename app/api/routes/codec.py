@@ -6,20 +6,22 @@ import torch
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 
+from app.core.config import Settings
+from app.core.inference import ModelService
 from app.deps import ModelDep, SettingsDep
 from app.images import decode_photo, png_response, read_upload
-from app.schemas import IMAGE_PNG, BreedProbability, DecodeRequest, Encoding
+from app.schemas import IMAGE_PNG, BreedProbability, DecodeRequest, Encoding, Identification
 from model import latent_ops
 
 router = APIRouter(tags=["latent space"])
 
 
-async def photo_tensor(file: UploadFile, service: ModelDep, settings: SettingsDep) -> torch.Tensor:
+async def photo_tensor(file: UploadFile, service: ModelService, settings: Settings) -> torch.Tensor:
     data = await read_upload(file, settings.max_upload_bytes)
     return await service.run(decode_photo, data, settings.max_image_pixels, service.image_size)
 
 
-def ranked(service: ModelDep, probabilities: torch.Tensor, top_k: int | None = None) -> list[BreedProbability]:
+def ranked(service: ModelService, probabilities: torch.Tensor, top_k: int | None = None) -> list[BreedProbability]:
     order = probabilities.argsort(descending=True)[:top_k]
     return [BreedProbability(breed=service.breeds[i], probability=float(probabilities[i])) for i in order.tolist()]
 
@@ -45,13 +47,13 @@ async def decode(body: DecodeRequest, service: ModelDep, settings: SettingsDep) 
     return png_response(images, body.scale)
 
 
-@router.post("/identify", summary="The closest breeds to a dog photo", tags=["breeds"])
+@router.post("/identify", response_model=Identification, summary="The closest breeds to a dog photo", tags=["breeds"])
 async def identify(
     service: ModelDep,
     settings: SettingsDep,
     file: UploadFile = File(description="a dog photo"),
     top_k: int = Query(5, ge=1, le=1000, description="how many breeds to return, best first"),
-) -> dict[str, list[BreedProbability]]:
+) -> Identification:
     x = await photo_tensor(file, service, settings)
     probabilities = await service.run(latent_ops.breed_probabilities, service.model, x)
-    return {"breeds": ranked(service, probabilities[0], top_k)}
+    return Identification(breeds=ranked(service, probabilities[0], top_k))

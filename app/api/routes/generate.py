@@ -8,9 +8,10 @@ import torch
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
+from app.core.inference import ModelService
 from app.deps import ModelDep, SettingsDep
-from app.images import png_response
-from app.schemas import IMAGE_PNG, MixRequest
+from app.images import gif_response, png_response
+from app.schemas import IMAGE_PNG, MixRequest, MorphEnd, MorphRequest
 from model import latent_ops
 
 router = APIRouter(tags=["generate"])
@@ -18,7 +19,7 @@ router = APIRouter(tags=["generate"])
 
 def check_limits(settings: SettingsDep, n: int, scale: int) -> None:
     if n > settings.max_images:
-        raise HTTPException(422, detail=f"n must be at most {settings.max_images}, got {n}")
+        raise HTTPException(422, detail=f"at most {settings.max_images} images per request, got {n}")
     if scale > settings.max_scale:
         raise HTTPException(422, detail=f"scale must be at most {settings.max_scale}, got {scale}")
 
@@ -53,3 +54,28 @@ async def sample(
     seed = seed_or_random(seed)
     images: torch.Tensor = await service.run(latent_ops.sample, service.model, n, breed_index, seed, temperature)
     return png_response(images, scale, headers={"X-Seed": str(seed)})
+
+
+def morph_end(service: ModelService, end: MorphEnd, seed: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    if end.latent is not None:
+        return latent_ops.latent_endpoint(service.model, latent=torch.tensor(end.latent))
+    return latent_ops.latent_endpoint(service.model, weights=service.weights(end.breeds), seed=seed, temperature=temperature)
+
+
+@router.post("/morph", response_class=Response,
+             responses={200: {"content": {"image/png": {}, "image/gif": {}}, "description": "a strip (PNG) or an animation (GIF)"}},
+             summary="A morph from one breed mix (or latent) to another: a PNG strip or an animated GIF")
+async def morph(body: MorphRequest, service: ModelDep, settings: SettingsDep) -> Response:
+    check_limits(settings, body.steps, body.scale)
+    seed = seed_or_random(body.seed)
+
+    def run() -> torch.Tensor:
+        start = morph_end(service, body.start, seed, body.temperature)
+        end = morph_end(service, body.end, seed, body.temperature)
+        return latent_ops.morph(service.model, start, end, body.steps)
+
+    frames = await service.run(run)
+    headers = {"X-Seed": str(seed)}
+    if body.format == "gif":
+        return gif_response(frames, body.scale, headers)
+    return png_response(frames, body.scale, headers, columns=body.steps)

@@ -1,0 +1,31 @@
+# vae-dogs service on CPU: docker build -t vae-dogs . && docker run -p 8000:8000 vae-dogs
+# The default checkpoint is baked in; no dog photo is (see .dockerignore).
+FROM python:3.11-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VAE_DOGS_CHECKPOINT=/srv/vae-dogs/checkpoints/dogs64
+
+WORKDIR /srv/vae-dogs
+
+# CPU-only torch first (a few hundred MB instead of the multi-GB CUDA wheels).
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==2.14.1" "torchvision==0.29.1"
+
+COPY pyproject.toml README.md ./
+COPY model ./model
+COPY training ./training
+COPY app ./app
+RUN pip install .
+
+COPY checkpoints/dogs64/model.safetensors checkpoints/dogs64/card.json ./checkpoints/dogs64/
+
+RUN useradd --system --uid 10001 --no-create-home vae
+USER 10001
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,76 @@
+"""POST /ancestry (which mix of breeds is this dog?) and POST /transfer (this dog as another breed)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import Response
+
+from app.api.routes.codec import photo_tensor
+from app.api.routes.generate import check_limits
+from app.deps import ModelDep, SettingsDep
+from app.images import png_response
+from app.schemas import IMAGE_PNG, AncestryFit, AncestryResult, BreedWeight, check_weights
+from model import latent_ops
+
+router = APIRouter(tags=["breeds"])
+
+ANCESTRY_RESPONSES = {200: {"content": {"application/json": {}, "image/png": {}},
+                            "description": "the composition (JSON), or with image=true the mix's typical dog (PNG)"}}
+
+
+@router.post("/ancestry", response_model=AncestryResult, responses=ANCESTRY_RESPONSES,
+             summary="The mix of known breeds that best explains a dog photo, like a DNA breed test")
+async def ancestry(
+    service: ModelDep,
+    settings: SettingsDep,
+    file: UploadFile = File(description="a dog photo"),
+    max_breeds: int = Query(3, ge=1, le=10, description="at most this many breeds in the composition"),
+    image: bool = Query(False, description="return the decoded mix (PNG) instead of JSON"),
+    scale: int = Query(1, ge=1),
+) -> AncestryResult | Response:
+    check_limits(settings, 1, scale)
+    x = await photo_tensor(file, service, settings)
+    result = await service.run(latent_ops.ancestry, service.model, x, max_breeds)
+    composition = sorted(
+        (BreedWeight(breed=service.breeds[i], weight=float(result.weights[i])) for i in result.weights.nonzero().flatten().tolist()),
+        key=lambda b: -b.weight,
+    )
+    if image:
+        header = ", ".join(f"{b.breed}={b.weight:.3f}" for b in composition)
+        return png_response(result.mix_image[None], scale, headers={"X-Composition": header})
+    return AncestryResult(
+        composition=composition,
+        fit=AncestryFit(score=result.fit, photo_psnr_own=result.photo_psnr_own, photo_psnr_mix=result.photo_psnr_mix,
+                        log_density_mix=result.log_density_mix, log_density_best_breed=result.log_density_best_breed),
+    )
+
+
+def parse_breeds_field(text: str) -> dict[str, float]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HTTPException(422, detail=f"'breeds' must be a JSON object of weights, e.g. {{\"samoyed\": 1}} ({err})") from err
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise HTTPException(422, detail="'breeds' must be a JSON object of breed name -> number, e.g. {\"samoyed\": 1}")
+    try:
+        return check_weights({str(k): float(v) for k, v in value.items()})
+    except ValueError as err:
+        raise HTTPException(422, detail=str(err)) from err
+
+
+@router.post("/transfer", response_class=Response, responses=IMAGE_PNG,
+             summary="The same dog (pose, background, framing) rendered as another breed or mix")
+async def transfer(
+    service: ModelDep,
+    settings: SettingsDep,
+    file: UploadFile = File(description="a dog photo"),
+    breeds: str = Form(description='target breed weights as JSON, e.g. {"samoyed": 1}', examples=['{"samoyed": 1}']),
+    scale: int = Form(1, ge=1),
+) -> Response:
+    check_limits(settings, 1, scale)
+    weights = service.weights(parse_breeds_field(breeds))
+    x = await photo_tensor(file, service, settings)
+    images = await service.run(latent_ops.transfer, service.model, x, weights)
+    return png_response(images, scale)

@@ -1,0 +1,86 @@
+"""POST /ancestry, /transfer and /morph."""
+
+import json
+import math
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+import io
+
+from tests.app.conftest import image_bytes, png_size
+
+
+def photo() -> dict:
+    return {"file": ("dog.png", image_bytes(), "image/png")}
+
+
+def test_ancestry_composition_is_on_the_simplex(client: TestClient) -> None:
+    body = client.post("/ancestry?max_breeds=2", files=photo()).json()
+    weights = [c["weight"] for c in body["composition"]]
+    assert 1 <= len(weights) <= 2 and all(w >= 0 for w in weights)
+    assert math.isclose(sum(weights), 1.0, abs_tol=1e-4) and weights == sorted(weights, reverse=True)
+    assert 0 <= body["fit"]["score"] <= 1
+    assert client.post("/ancestry?max_breeds=2", files=photo()).json() == body  # deterministic
+
+
+def test_ancestry_image(client: TestClient) -> None:
+    response = client.post("/ancestry?image=true&scale=2", files=photo())
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert png_size(response.content) == (128, 128)
+    assert "=" in response.headers["x-composition"]
+
+
+@pytest.mark.parametrize("query", ["max_breeds=0", "max_breeds=11", "scale=99"])
+def test_ancestry_rejects_bad_parameters(client: TestClient, query: str) -> None:
+    assert client.post(f"/ancestry?{query}", files=photo()).status_code == 422
+
+
+def test_transfer_returns_the_dog_as_another_breed(client: TestClient) -> None:
+    response = client.post("/transfer", files=photo(), data={"breeds": json.dumps({"samoyed": 1}), "scale": "2"})
+    assert response.status_code == 200 and png_size(response.content) == (128, 128)
+    other = client.post("/transfer", files=photo(), data={"breeds": json.dumps({"gordon_setter": 1}), "scale": "2"})
+    assert other.content != response.content
+
+
+@pytest.mark.parametrize("breeds, message", [
+    ("not json", "JSON object"), ('["samoyed"]', "JSON object"), ('{"samoyed": "lots"}', "JSON object"),
+    ('{"samoyed": -1}', "negative"), ('{"wolf": 1}', "unknown breed"), ("{}", "at least one breed"),
+])
+def test_transfer_rejects_bad_breeds(client: TestClient, breeds: str, message: str) -> None:
+    response = client.post("/transfer", files=photo(), data={"breeds": breeds})
+    assert response.status_code == 422 and message in response.text
+
+
+def test_transfer_rejects_a_bad_upload(client: TestClient) -> None:
+    response = client.post("/transfer", files={"file": ("x.png", b"", "image/png")}, data={"breeds": '{"samoyed": 1}'})
+    assert response.status_code == 400
+
+
+def test_morph_png_strip_and_gif(client: TestClient) -> None:
+    body = {"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 0.5, "gordon_setter": 0.5}}, "steps": 5, "seed": 3}
+    strip = client.post("/morph", json=body)
+    assert strip.status_code == 200 and png_size(strip.content) == (2 + 5 * 66, 2 + 66)
+    gif = client.post("/morph", json={**body, "format": "gif"})
+    assert gif.headers["content-type"] == "image/gif"
+    assert Image.open(io.BytesIO(gif.content)).n_frames == 8  # forward and back
+
+
+def test_morph_from_an_encoded_photo(client: TestClient) -> None:
+    latent = client.post("/encode", files=photo()).json()["mean"]
+    response = client.post("/morph", json={"start": {"latent": latent}, "end": {"breeds": {"samoyed": 1}}, "steps": 3})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"start": {"breeds": {"beagle": 1}}, "end": {}}, "either 'breeds' or 'latent'"),
+    ({"start": {"breeds": {"beagle": 1}, "latent": [0.0] * 8}, "end": {"breeds": {"beagle": 1}}}, "either"),
+    ({"start": {"latent": [0.0] * 3}, "end": {"breeds": {"beagle": 1}}}, "8 finite numbers"),
+    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 1}, "steps"),
+    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 500}, "at most 64"),
+    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyd": 1}}}, "did you mean samoyed"),
+    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "format": "bmp"}, "format"),
+])
+def test_morph_rejects_bad_input(client: TestClient, body: dict, message: str) -> None:
+    response = client.post("/morph", json=body)
+    assert response.status_code == 422 and message in response.text, response.text

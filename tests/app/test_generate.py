@@ -1,0 +1,78 @@
+"""POST /mix and GET /sample."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app.conftest import png_size
+
+
+def test_mix_returns_a_png_grid_and_its_seed(client: TestClient) -> None:
+    response = client.post("/mix", json={"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["x-seed"] == "7"
+    assert png_size(response.content) == (2 + 2 * 66, 2 + 2 * 66)
+
+
+def test_mix_is_reproducible_and_depends_on_the_weights(client: TestClient) -> None:
+    body = {"breeds": {"beagle": 0.7, "gordon_setter": 0.3}, "seed": 3}
+    first, again = client.post("/mix", json=body), client.post("/mix", json=body)
+    assert first.content == again.content
+    other = client.post("/mix", json={**body, "breeds": {"samoyed": 1}})
+    assert other.content != first.content
+
+
+def test_mix_weights_are_normalised(client: TestClient) -> None:
+    a = client.post("/mix", json={"breeds": {"beagle": 1, "samoyed": 1}, "seed": 1})
+    b = client.post("/mix", json={"breeds": {"beagle": 5, "samoyed": 5}, "seed": 1})
+    assert a.content == b.content
+
+
+def test_mix_without_seed_reports_the_one_it_used(client: TestClient) -> None:
+    response = client.post("/mix", json={"breeds": {"Gordon Setter": 1}})
+    seed = int(response.headers["x-seed"])
+    again = client.post("/mix", json={"breeds": {"gordon_setter": 1}, "seed": seed})
+    assert again.content == response.content
+
+
+@pytest.mark.parametrize("breeds, message", [
+    ({"beagel": 1}, "did you mean beagle"),
+    ({"unicorn": 1}, "GET /breeds"),
+    ({"beagle": -0.5}, "negative"),
+    ({"beagle": 0, "samoyed": 0}, "all zero"),
+    ({}, "at least one breed"),
+])
+def test_mix_rejects_bad_breeds_and_weights(client: TestClient, breeds: dict, message: str) -> None:
+    response = client.post("/mix", json={"breeds": breeds})
+    assert response.status_code == 422 and message in response.text
+
+
+@pytest.mark.parametrize("raw", [b'{"breeds": {"beagle": NaN}}', b'{"breeds": {"beagle": Infinity}}'])
+def test_mix_rejects_non_finite_weights(client: TestClient, raw: bytes) -> None:
+    response = client.post("/mix", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "finite" in response.text
+
+
+def test_mix_rejects_absurd_n_and_scale(client: TestClient) -> None:
+    assert client.post("/mix", json={"breeds": {"beagle": 1}, "n": 1000}).status_code == 422
+    assert client.post("/mix", json={"breeds": {"beagle": 1}, "n": 0}).status_code == 422
+    assert client.post("/mix", json={"breeds": {"beagle": 1}, "scale": 50}).status_code == 422
+
+
+def test_sample_grid_of_one_breed(client: TestClient) -> None:
+    response = client.get("/sample?n=9&seed=1&breed=samoyed&scale=2")
+    assert response.status_code == 200
+    assert png_size(response.content) == (2 * (2 + 3 * 66), 2 * (2 + 3 * 66))
+    assert client.get("/sample?n=9&seed=1&breed=samoyed&scale=2").content == response.content
+
+
+def test_sample_temperature_zero_gives_the_breed_mean(client: TestClient) -> None:
+    a = client.get("/sample?n=1&seed=1&breed=beagle&temperature=0").content
+    b = client.get("/sample?n=1&seed=2&breed=beagle&temperature=0").content
+    assert a == b
+
+
+@pytest.mark.parametrize("query, status", [
+    ("n=65", 422), ("n=-1", 422), ("temperature=-1", 422), ("temperature=nan", 422), ("breed=unicorn", 422), ("seed=-3", 422),
+])
+def test_sample_rejects_bad_queries(client: TestClient, query: str, status: int) -> None:
+    assert client.get(f"/sample?{query}").status_code == status

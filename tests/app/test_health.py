@@ -1,0 +1,21 @@
+from fastapi.testclient import TestClient
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+def test_info_is_the_model_card(client: TestClient) -> None:
+    info = client.get("/info").json()
+    assert info["resolution"] == 64 and info["latent_dim"] == 8 and info["device"] == "cpu"
+    assert len(info["checkpoint_sha256"]) == 64
+    assert [b["name"] for b in info["breeds"]] == ["beagle", "gordon_setter", "samoyed"]
+    assert "identify_top1" in info["evaluation"]
+
+
+def test_docs_and_openapi(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/mix", "/identify", "/sample", "/encode", "/decode", "/breeds", "/info"):
+        assert path in paths

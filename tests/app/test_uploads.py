@@ -1,0 +1,77 @@
+"""Every way an upload can be wrong is a clear 4xx; odd but valid photos are accepted."""
+
+import io
+import struct
+import zlib
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.app.conftest import image_bytes
+
+ENDPOINTS = ["/identify", "/encode"]
+
+
+def post(client: TestClient, endpoint: str, data: bytes, name: str = "dog.png"):
+    return client.post(endpoint, files={"file": (name, data, "application/octet-stream")})
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_zero_bytes(client: TestClient, endpoint: str) -> None:
+    response = post(client, endpoint, b"")
+    assert response.status_code == 400 and "empty" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_not_an_image(client: TestClient, endpoint: str) -> None:
+    response = post(client, endpoint, b"this is a text file, not a dog", "dog.txt")
+    assert response.status_code == 415 and "not an image" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_truncated_image(client: TestClient, endpoint: str) -> None:
+    data = image_bytes(size=(200, 200), fmt="JPEG")
+    response = post(client, endpoint, data[: len(data) // 2], "dog.jpg")
+    assert response.status_code == 400 and "truncated" in response.json()["detail"]
+
+
+def test_upload_over_the_size_limit(client: TestClient) -> None:
+    response = post(client, "/identify", b"\xff" * 200_001)
+    assert response.status_code == 413 and "200,000-byte limit" in response.json()["detail"]
+
+
+def test_decompression_bomb_is_refused_before_decoding(client: TestClient) -> None:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    response = post(client, "/identify", bomb)
+    assert response.status_code == 413 and "pixel" in response.json()["detail"]
+
+
+def test_missing_file_field(client: TestClient) -> None:
+    assert client.post("/identify").status_code == 422
+
+
+@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("P", "GIF"), ("RGB", "WEBP")])
+def test_other_modes_are_converted(client: TestClient, mode: str, fmt: str) -> None:
+    response = post(client, "/identify", image_bytes(mode=mode, fmt=fmt))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["breeds"]) == 3
+
+
+def test_exif_rotation_is_applied(client: TestClient) -> None:
+    """A portrait photo stored sideways with EXIF orientation 6 encodes like the upright one."""
+    upright = Image.new("RGB", (40, 80), (20, 20, 20))
+    upright.paste((240, 240, 240), (0, 0, 40, 40))  # white top half
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    stored, plain = io.BytesIO(), io.BytesIO()
+    sideways.save(stored, format="JPEG", exif=exif, quality=95)
+    upright.save(plain, format="JPEG", quality=95)
+    a = post(client, "/encode", stored.getvalue(), "a.jpg").json()["mean"]
+    b = post(client, "/encode", plain.getvalue(), "b.jpg").json()["mean"]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 0.15

@@ -1,0 +1,72 @@
+"""Latent operations on the tiny synthetic checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import checkpoint, latent_ops
+from model.latent_ops import LatentOpError
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint: Path):
+    return checkpoint.load(tiny_checkpoint)[0]
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([1.0, -1.0, 0.0], "non-negative"), ([0.0, 0.0, 0.0], "all be zero"), ([float("nan"), 1.0, 0.0], "finite"),
+])
+def test_bad_weights_are_rejected(model, weights: list[float], message: str) -> None:
+    with pytest.raises(LatentOpError, match=message):
+        latent_ops.mix(model, torch.tensor(weights))
+
+
+def test_same_seed_same_pose_noise_across_mixes(model) -> None:
+    """With one seed, two mixes differ only through the breed terms, never through the noise."""
+    a = latent_ops.mix(model, torch.tensor([1.0, 0.0, 0.0]), seed=5)
+    b = latent_ops.mix(model, torch.tensor([1.0, 0.0, 0.0]), seed=5)
+    c = latent_ops.mix(model, torch.tensor([1.0, 0.0, 0.0]), seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_breeds_for_latent_prefers_the_breed_whose_prior_it_came_from(model) -> None:
+    z = model.prior_mean.cpu()
+    assert torch.equal(latent_ops.breeds_for_latent(model, z).argmax(1), torch.arange(3))
+
+
+def test_ancestry_is_a_sparse_deterministic_composition(model) -> None:
+    photo = latent_ops.sample(model, 1, breed=1, seed=3)
+    first = latent_ops.ancestry(model, photo, max_breeds=2)
+    again = latent_ops.ancestry(model, photo, max_breeds=2)
+    assert torch.equal(first.weights, again.weights)
+    assert (first.weights >= 0).all() and abs(float(first.weights.sum()) - 1) < 1e-5
+    assert int((first.weights > 0).sum()) <= 2
+    assert 0 < first.fit <= 1
+    assert first.mix_image.shape == (3, 64, 64)
+
+
+def test_transfer_keeps_the_pose(model) -> None:
+    """The transferred dog is closer to the photo's reconstruction than random dogs of the target breed."""
+    target = torch.tensor([0.0, 0.0, 1.0])
+    photos = latent_ops.sample(model, 6, breed=0, seed=21)
+    transferred = latent_ops.transfer(model, photos, target)
+    own = latent_ops.reconstruct(model, photos)
+    random_dogs = latent_ops.sample(model, 6, breed=2, seed=99)
+    assert (transferred - own).pow(2).mean() < (random_dogs - own).pow(2).mean()
+
+
+def test_morph_ends_are_the_endpoints(model) -> None:
+    a = latent_ops.latent_endpoint(model, weights=torch.tensor([1.0, 0.0, 0.0]), seed=4)
+    z = torch.randn(model.cfg.latent_dim)
+    b = latent_ops.latent_endpoint(model, latent=z)
+    frames = latent_ops.morph(model, a, b, steps=5)
+    assert frames.shape[0] == 5
+    assert torch.allclose(frames[0], latent_ops.decode(model, *a)[0], atol=1e-6)
+    assert torch.allclose(frames[-1], latent_ops.decode(model, *b)[0], atol=1e-6)
+    with pytest.raises(LatentOpError, match="finite"):
+        latent_ops.latent_endpoint(model, latent=torch.full((model.cfg.latent_dim,), float("nan")))
+    with pytest.raises(LatentOpError, match="at least 2"):
+        latent_ops.morph(model, a, b, steps=1)

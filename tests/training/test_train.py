@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model import checkpoint, latent_ops
+from tests.conftest import TINY_ARCH
+from training.evaluate import evaluate
+from training.train import main as train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(data: Path, out: Path, cache: Path, epochs: int) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--epochs", str(epochs), "--batch-size", "8",
+            "--cache-dir", str(cache), "--no-progress", *TINY_ARCH]
+
+
+def test_training_writes_a_checkpoint_that_loads_and_evaluates(tiny_checkpoint: Path) -> None:
+    model, card = checkpoint.load(tiny_checkpoint)
+    assert [b["name"] for b in card["breeds"]] == ["beagle", "gordon_setter", "samoyed"]
+    assert card["split"]["validation_ids"] and card["split"]["seed"] == 0
+    assert card["torch_version"] and "training_metrics" in card
+    lines = (tiny_checkpoint / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert len(json.loads(lines[-1])["val_kl_per_dim"]) == model.cfg.latent_dim
+    assert (tiny_checkpoint / "figures" / "samples-epoch002.png").is_file()
+    evaluation = card["evaluation"]
+    for key in ("val_neg_elbo_bpd", "val_psnr", "identify_top1", "identify_top5", "generated_breed_top1"):
+        assert math.isfinite(evaluation[key])
+    assert set(evaluation["identify_per_breed_top1"]) == {"beagle", "gordon_setter", "samoyed"}
+    for figure in ("confusion.png", "latent_map.png", "samples.png", "mixes.png", "metrics.json"):
+        assert (tiny_checkpoint / "eval" / figure).is_file()
+    images = latent_ops.sample(model, 2, breed=0, seed=1)
+    assert images.shape == (2, 3, 64, 64)
+
+
+def test_no_half_written_files_are_left_behind(tiny_checkpoint: Path) -> None:
+    assert not [p for p in tiny_checkpoint.iterdir() if p.name.endswith(".tmp")]
+    for name in (checkpoint.WEIGHTS_FILE, checkpoint.CARD_FILE):  # readable by a non-root service user
+        assert (tiny_checkpoint / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_corrupt_weights_are_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    for name in (checkpoint.CARD_FILE, checkpoint.WEIGHTS_FILE):
+        (tmp_path / name).write_bytes((tiny_checkpoint / name).read_bytes())
+    with open(tmp_path / checkpoint.WEIGHTS_FILE, "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"\0" * 10)
+    with pytest.raises(checkpoint.CheckpointError, match="do not match the SHA-256"):
+        checkpoint.load(tmp_path)
+    (tmp_path / checkpoint.CARD_FILE).write_text("{not json")
+    with pytest.raises(checkpoint.CheckpointError, match="not valid JSON"):
+        checkpoint.load(tmp_path)
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
+    out = tmp_path / "run"
+    train(_args(folders_data, out, cache_dir, 1))
+    train([*_args(folders_data, out, cache_dir, 2), "--resume"])
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert [h["epoch"] for h in checkpoint.read_card(out)["history"]] == [1, 2]
+
+
+def test_resume_without_a_run_says_so(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="no resume.json"):
+        train([*_args(folders_data, tmp_path / "empty", cache_dir, 1), "--resume"])
+
+
+def test_fid_is_computed_with_the_bundled_inception(tiny_checkpoint: Path, folders_data: Path, cache_dir: Path, tmp_path: Path) -> None:
+    metrics = evaluate(tiny_checkpoint, folders_data, out=tmp_path, fid_samples=6, cache_dir=cache_dir, update_card=False)
+    assert metrics["fid_prior_samples"] > 0 and math.isfinite(metrics["fid_prior_samples"])
+    assert metrics["fid_real_vs_real"] >= 0
+
+
+def test_two_process_torchrun_with_gloo(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "training", *_args(folders_data, out, cache_dir, 1), "--threads", "1"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    model, card = checkpoint.load(out)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
