@@ -1,7 +1,7 @@
 """Latency of the main endpoints, in-process (ASGI, no network) and over HTTP to a real uvicorn.
 
-    .venv/bin/python bench/latency.py                 # default checkpoint, 200 requests per endpoint
-    .venv/bin/python bench/latency.py --requests 50 --checkpoint runs/dogs64
+    .venv/bin/python -m bench.latency                 # default checkpoint, 200 requests per endpoint
+    .venv/bin/python -m bench.latency --requests 50 --checkpoint runs/dogs64
 
 Prints a Markdown table of p50/p99 in milliseconds (sequential requests, one client: latency, not
 throughput). The photo for /identify is synthetic, so no data set is needed.

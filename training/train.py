@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -88,7 +89,8 @@ def git_commit() -> str | None:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
         )
-        return out.stdout.strip() or None
+        commit = out.stdout.strip()
+        return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
     except (OSError, subprocess.SubprocessError):
         return None
 
