@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-per-breed", type=int, default=None, help="use at most this many photos per breed")
     p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache (default ~/.cache/vae-dogs)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch saved in --out")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this checkpoint's weights (fine-tuning; loss weights may differ, architecture may not)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="hide tqdm bars (logs stay)")
@@ -253,6 +255,13 @@ def main(argv: list[str] | None = None) -> Path:
     model = BreedVAE(cfg).to(ddp.device)
     opt = make_optimizer(model, args.lr, args.weight_decay)
     start_epoch, history = 0, []
+    if args.init_from and not args.resume:
+        source, source_card = checkpoint.load(args.init_from)
+        if source.cfg.to_dict() | {"beta": 0, "breed_weight": 0, "generated_breed_weight": 0} != cfg.to_dict() | {
+            "beta": 0, "breed_weight": 0, "generated_breed_weight": 0
+        } or [b["name"] for b in source_card["breeds"]] != breeds:
+            raise SystemExit(f"--init-from: {args.init_from} has another architecture or breed list")
+        model.load_state_dict(source.state_dict())
     if args.resume:
         if not (out / RESUME_STATE).is_file():
             raise SystemExit(f"--resume: no {RESUME_STATE} in {out}; start without --resume")

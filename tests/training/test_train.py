@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from model import checkpoint, latent_ops
 from tests.conftest import TINY_ARCH
@@ -89,3 +90,19 @@ def test_two_process_torchrun_with_gloo(tmp_path: Path, folders_data: Path, cach
     assert "2 process(es)" in result.stdout
     model, card = checkpoint.load(out)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_init_from_starts_with_the_given_weights(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> None:
+    out = tmp_path / "finetune"
+    train([*_args(folders_data, out, cache_dir, 1), "--init-from", str(tiny_checkpoint), "--generated-breed-weight", "50", "--lr", "1e-9"])
+    tuned, card = checkpoint.load(out)
+    source, _ = checkpoint.load(tiny_checkpoint)
+    assert tuned.cfg.generated_breed_weight == 50
+    assert torch.allclose(tuned.breed_embeddings, source.breed_embeddings, atol=1e-5)  # lr ~0: weights kept
+
+
+def test_init_from_refuses_another_architecture(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> None:
+    args = [*_args(folders_data, tmp_path / "x", cache_dir, 1), "--init-from", str(tiny_checkpoint)]
+    args[args.index("--latent-dim") + 1] = "4"
+    with pytest.raises(SystemExit, match="another architecture"):
+        train(args)
