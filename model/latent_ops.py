@@ -42,7 +42,7 @@ def one_hot(model: BreedVAE, breed_indices: Tensor) -> Tensor:
     return torch.nn.functional.one_hot(breed_indices, model.cfg.n_breeds).float()
 
 
-def _noise(n: int, dim: int, seed: int | None) -> Tensor:
+def noise(n: int, dim: int, seed: int | None) -> Tensor:
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return torch.randn(n, dim, generator=generator)
 
@@ -69,7 +69,7 @@ def mix(
 ) -> Tensor:
     """``n`` dogs of the breed mix ``weights`` (n_breeds,), same seed -> same pose noise for any mix."""
     w = normalise_weights(weights.float()).expand(n, -1)
-    z = prior_latents(model, w, _noise(n, model.cfg.latent_dim, seed), temperature)
+    z = prior_latents(model, w, noise(n, model.cfg.latent_dim, seed), temperature)
     return decode(model, z, w)
 
 
@@ -245,7 +245,7 @@ def latent_endpoint(model: BreedVAE, weights: Tensor | None = None, latent: Tens
             raise LatentOpError(f"a latent must be {model.cfg.latent_dim} finite numbers")
         return z, breeds_for_latent(model, z)
     w = normalise_weights(weights.float())[None]
-    return prior_latents(model, w, _noise(1, model.cfg.latent_dim, seed), temperature).cpu(), w
+    return prior_latents(model, w, noise(1, model.cfg.latent_dim, seed), temperature).cpu(), w
 
 
 def morph(model: BreedVAE, start: tuple[Tensor, Tensor], end: tuple[Tensor, Tensor], steps: int) -> Tensor:

@@ -253,7 +253,9 @@ class BreedVAE(nn.Module):
         breed_ce = F.cross_entropy(logits, breeds, label_smoothing=0.1)
         loss = pixel_nll + cfg.beta * kl_scale * kl + cfg.breed_weight * breed_ce
         extras: dict[str, float] = {}
-        n_generated = int(round(cfg.generated_fraction * x.shape[0])) if cfg.generated_breed_weight > 0 else 0
+        # A training-only term: evaluation reports the ELBO and breed terms, so it skips this extra decode.
+        use_generated = self.training and cfg.generated_breed_weight > 0
+        n_generated = int(round(cfg.generated_fraction * x.shape[0])) if use_generated else 0
         if n_generated > 0:
             target = breeds[:n_generated]
             fake = self.decode(torch.randn(n_generated, cfg.latent_dim, device=x.device), one_hot[:n_generated])

@@ -167,7 +167,7 @@ def pairwise_mixes(model: BreedVAE, breeds: list[str], seed: int) -> torch.Tenso
     n = len(breeds)
     eye = torch.eye(n)
     weights = ((eye[:, None, :] + eye[None, :, :]) / 2).reshape(n * n, n)
-    eps = latent_ops._noise(1, model.cfg.latent_dim, seed).expand(n * n, -1)
+    eps = latent_ops.noise(1, model.cfg.latent_dim, seed).expand(n * n, -1)
     images = [latent_ops.decode(model, latent_ops.prior_latents(model, weights[i : i + 256], eps[i : i + 256]), weights[i : i + 256])
               for i in range(0, n * n, 256)]
     return torch.cat(images)
