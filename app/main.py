@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
-from app.api.routes import ancestry, breeds, codec, generate, health
+from app.api.routes import ancestry, breeds, codec, generate, health, page
 from app.core.config import get_settings
 from app.core.inference import ModelService, UnknownBreedError
 from model.latent_ops import LatentOpError
@@ -45,8 +46,9 @@ def create_app() -> FastAPI:
         summary="A breed-conditional VAE on dog photos: sample, mix, identify, encode and decode dogs.",
         lifespan=lifespan,
     )
-    for module in (health, breeds, codec, generate, ancestry):
+    for module in (page, health, breeds, codec, generate, ancestry):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
 
     @app.exception_handler(UnknownBreedError)
     @app.exception_handler(LatentOpError)

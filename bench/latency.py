@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +20,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.server import ROOT, running_server
 
 
 def photo() -> bytes:
@@ -59,12 +56,6 @@ def measure(client: httpx.Client, requests: int) -> dict[str, tuple[float, float
     return results
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
@@ -80,21 +71,8 @@ def main() -> None:
     with TestClient(app) as client:
         in_process = measure(client, args.requests)
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--log-level", "warning"],
-                              cwd=ROOT, env=os.environ.copy())
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            for _ in range(600):
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            over_http = measure(client, args.requests)
-    finally:
-        server.terminate()
-        server.wait()
+    with running_server(args.checkpoint) as url, httpx.Client(base_url=url, timeout=60) as client:
+        over_http = measure(client, args.requests)
 
     print(f"checkpoint {args.checkpoint}, {args.requests} sequential requests per endpoint, {os.cpu_count()} CPU cores\n")
     print("| endpoint | in-process p50 | in-process p99 | HTTP p50 | HTTP p99 |")

@@ -36,6 +36,9 @@ References
 - Perez et al., "FiLM: Visual Reasoning with a General Conditioning Layer", AAAI 2018.
 - Rybkin, Daniilidis & Levine, "Simple and Effective VAE Training with Calibrated Decoders", ICML 2021.
 - Ghosh et al., "From Variational to Deterministic Autoencoders", ICLR 2020 (ex-post density estimation).
+- Larsen et al., "Autoencoding beyond pixels using a learned similarity metric", ICML 2016 (VAE-GAN).
+- Esser, Rombach & Ommer, "Taming Transformers for High-Resolution Image Synthesis", CVPR 2021 (adaptive GAN weight).
+- Miyato et al., "Spectral Normalization for GANs", ICLR 2018; Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.
 - Bowman et al., "Generating Sentences from a Continuous Space", CoNLL 2016 (KL warm-up).
 """
 
@@ -73,10 +76,14 @@ class VAEConfig:
     learned_pixel_scale: bool = True  # sigma-VAE; if False the scale is fixed at pixel_scale
     pixel_scale: float = 0.1
     min_log_pixel_scale: float = -4.0  # floor so the likelihood cannot diverge on flat images
+    # "ex_post": sample z from per-breed Gaussians fitted after training; "standard": z ~ N(0, I) (a plain VAE).
+    latent_prior: str = "ex_post"
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         self.classifier_channels = tuple(self.classifier_channels)
+        if self.latent_prior not in ("ex_post", "standard"):
+            raise ValueError(f"latent_prior must be 'ex_post' or 'standard', got {self.latent_prior!r}")
         if self.image_size % (2 ** len(self.channels)) != 0:
             raise ValueError(f"image_size {self.image_size} is not divisible by 2**{len(self.channels)}")
 
@@ -189,6 +196,32 @@ class BreedHead(nn.Module):
         return self.fc(self.dropout(h))
 
 
+class Discriminator(nn.Module):
+    """D(x, y): a projection discriminator (Miyato & Koyama) with spectral norm, used only in training.
+
+    Real photos of breed ``y`` score high; reconstructions and prior samples decoded as breed ``y``
+    score low. The projection term ``<embed(y), phi(x)>`` makes "a dog, but not of breed y" a fake,
+    which is what pushes the decoder to use its breed input for prior samples. Not saved with the
+    served model (it lives in the training resume state).
+    """
+
+    def __init__(self, n_breeds: int, channels: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for ch in channels:
+            layers += [sn(nn.Conv2d(in_ch, ch, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            in_ch = ch
+        self.trunk = nn.Sequential(*layers)
+        self.score = sn(nn.Linear(in_ch, 1))
+        self.projection = sn(nn.Linear(n_breeds, in_ch, bias=False))
+
+    def forward(self, x: Tensor, breed_weights: Tensor) -> Tensor:
+        h = self.trunk(x * 2 - 1).sum(dim=(2, 3))
+        return self.score(h).squeeze(1) + (self.projection(breed_weights) * h).sum(1)
+
+
 @dataclass
 class LossTerms:
     loss: Tensor  # what is minimised (per image, averaged over the batch)
@@ -278,6 +311,39 @@ class BreedVAE(nn.Module):
             extras=extras,
         )
 
+    def adversarial_loss(self, x: Tensor, breeds: Tensor, discriminator: Discriminator,
+                         adversarial_weight: float) -> tuple[Tensor, Tensor, dict[str, float]]:
+        """Decoder loss of the adversarial stage (VAE-GAN, Larsen et al.; weighting as in VQGAN, Esser et al.).
+
+        The encoder is frozen, so ``z`` and the ex-post prior stay valid. The decoder is asked for two
+        things: reconstruct the photo (per-pixel L1 + L2, so no pixel scale decides the balance) and
+        make both the reconstruction and a prior sample of the same breed pass the discriminator as a
+        real photo of that breed. The adversarial term's weight is set each step so that its gradient at
+        the decoder's last layer has ``adversarial_weight`` times the norm of the reconstruction's.
+        Returns (loss, generated images in batch order, logs); the images are for the discriminator step.
+        """
+        cfg = self.cfg
+        half = x.shape[0] // 2  # the first half is reconstructed, the second half's breeds are sampled
+        weights = F.one_hot(breeds, cfg.n_breeds).to(x.dtype)
+        with torch.no_grad():
+            mu, log_var = self.encode(x[:half])
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+            sampled = breeds[half:]
+            eps = torch.randn(len(sampled), cfg.latent_dim, device=x.device)
+            z_prior = self.prior_mean[sampled] + torch.einsum("nij,nj->ni", self.prior_cholesky[sampled], eps)
+        images = self.decode(torch.cat([z, z_prior]), weights)
+        recon, fake = images[:half], images[half:]
+        x = x[:half]
+        rec_loss = (recon - x).abs().mean() + (recon - x).pow(2).mean()
+        adv_loss = -discriminator(images, weights).mean()
+        last = self.decoder.head[-1].weight
+        rec_grad = torch.autograd.grad(rec_loss, last, retain_graph=True)[0].norm()
+        adv_grad = torch.autograd.grad(adv_loss, last, retain_graph=True)[0].norm()
+        balance = (rec_grad / (adv_grad + 1e-6)).clamp(0.0, 1e4).detach()
+        loss = rec_loss + adversarial_weight * balance * adv_loss
+        logs = {"rec_loss": rec_loss.item(), "adv_loss": adv_loss.item(), "balance": balance.item()}
+        return loss, images.detach(), logs
+
     def pixel_log_scale(self) -> Tensor:
         return self.log_pixel_scale.clamp(min=self.cfg.min_log_pixel_scale)
 
@@ -289,6 +355,8 @@ class BreedVAE(nn.Module):
         Each breed's covariance is shrunk towards the pooled within-breed covariance so that small
         breeds (200 photos for 128 dimensions) still get a well-conditioned estimate.
         """
+        if self.cfg.latent_prior == "standard":  # a plain VAE samples from N(0, I): keep the identity buffers
+            return
         n, d = means.shape
         eps = 1e-4 * torch.eye(d, dtype=torch.float64)
         means64 = means.double()

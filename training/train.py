@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from model import checkpoint, latent_ops
 from model.imaging import grid, labelled_rows
-from model.vae import BreedVAE, VAEConfig
+from model.vae import BreedVAE, Discriminator, VAEConfig
 from training.evaluate import held_out_metrics
 from training.data import (
     SplitRecipe,
@@ -73,6 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--kl-warmup-epochs", type=float, default=3.0)
     p.add_argument("--generated-breed-weight", type=float, default=3.0)
+    p.add_argument("--adversarial", action="store_true",
+                   help="adversarial stage: fine-tune the decoder of --init-from against a projection discriminator "
+                        "(encoder, breed head and ex-post prior frozen)")
+    p.add_argument("--adversarial-weight", type=float, default=0.5,
+                   help="adversarial gradient norm relative to the reconstruction's at the decoder's last layer")
+    p.add_argument("--discriminator-lr", type=float, default=2e-4)
+    p.add_argument("--plain", action="store_true",
+                   help="the plain-VAE baseline of issue 7: decoder without breed input, fixed pixel scale, "
+                        "no generated-breed term, samples from N(0, I)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-fraction", type=float, default=0.1)
     p.add_argument("--max-per-breed", type=int, default=None, help="use at most this many photos per breed")
@@ -201,6 +210,60 @@ def write_figures(model: BreedVAE, breeds: list[str], val_pixels: np.ndarray, ou
     model.train()
 
 
+class AdversarialStage:
+    """Decoder fine-tuning against a projection discriminator (see ``BreedVAE.adversarial_loss``).
+
+    The encoder, breed head and pixel scale are frozen; the decoder and the breed embeddings learn with
+    Adam(0.5, 0.9), the usual GAN setting, and the discriminator takes one hinge-loss step per decoder step.
+    """
+
+    def __init__(self, model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, args: argparse.Namespace,
+                 device: torch.device) -> None:
+        self.model, self.pixels, self.labels, self.args, self.device = model, pixels, labels, args, device
+        for module in (model.encoder, model.breed_head):
+            module.requires_grad_(False)
+        model.log_pixel_scale.requires_grad_(False)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(trainable, lr=args.lr, betas=(0.5, 0.9))
+        self.discriminator = Discriminator(model.cfg.n_breeds).to(device)
+        self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=args.discriminator_lr, betas=(0.5, 0.9))
+        self.aug_gen = torch.Generator().manual_seed(args.seed * 7919)
+
+    def epoch(self, bar: Any, order: torch.Tensor, first_step: int, total_steps: int) -> dict[str, float]:
+        model, disc, args = self.model, self.discriminator, self.args
+        model.train()
+        model.encoder.eval()  # frozen: no dropout/statistics drift in the parts that define z
+        model.breed_head.eval()
+        sums: dict[str, float] = {}
+        for i in bar:
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(first_step + i, total_steps, args.lr, warmup=100)
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+            x = augment(to_tensor(self.pixels[idx.numpy()]), self.aug_gen).to(self.device)
+            y = self.labels[idx].to(self.device)
+            disc.requires_grad_(False)
+            loss, generated, logs = model.adversarial_loss(x, y, disc, args.adversarial_weight)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            disc.requires_grad_(True)
+            weights = torch.nn.functional.one_hot(y, model.cfg.n_breeds).float()
+            real_score = disc(x, weights)
+            fake_score = disc(generated, weights)
+            disc_loss = torch.relu(1 - real_score).mean() + torch.relu(1 + fake_score).mean()
+            self.disc_opt.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            self.disc_opt.step()
+            logs |= {"disc_loss": disc_loss.item(), "real_score": real_score.mean().item(),
+                     "fake_score": fake_score.mean().item()}
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if i % 10 == 0:
+                bar.set_postfix(rec=f"{sums['rec_loss'] / (i + 1):.3f}", d=f"{sums['disc_loss'] / (i + 1):.2f}",
+                                bal=f"{logs['balance']:.2f}")
+        return {f"adv_{k}": v / max(1, len(bar)) for k, v in sums.items()}
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     ddp = Distributed(args.device)
@@ -248,7 +311,8 @@ def main(argv: list[str] | None = None) -> Path:
         channels=_ints(args.channels),
         classifier_channels=_ints(args.classifier_channels),
         beta=args.beta,
-        generated_breed_weight=args.generated_breed_weight,
+        generated_breed_weight=0.0 if args.plain else args.generated_breed_weight,
+        **(dict(breed_embed_dim=0, learned_pixel_scale=False, latent_prior="standard") if args.plain else {}),
     )
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -270,6 +334,11 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(f"--resume: {out} was trained with another config or breed list")
         start_epoch, history = state["epoch"], state["history"]
     wrapped = DistributedDataParallel(model, broadcast_buffers=False) if ddp.enabled else model
+    adversarial = None
+    if args.adversarial:
+        if not args.init_from or ddp.enabled or args.resume:
+            raise SystemExit("--adversarial fine-tunes a trained checkpoint in one process: give --init-from, not torchrun or --resume")
+        adversarial = AdversarialStage(model, train.pixels, train_labels, args, ddp.device)
 
     steps_per_epoch = max(1, len(train_labels) // (args.batch_size * ddp.world))
     total_steps = steps_per_epoch * args.epochs
@@ -280,48 +349,57 @@ def main(argv: list[str] | None = None) -> Path:
         "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "git_commit": git_commit(),
     }
+    if args.init_from:  # how the starting weights were made, so the lineage stays reproducible
+        card_base["init_from_card"] = {k: checkpoint.read_card(args.init_from).get(k) for k in ("training", "git_commit")}
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
         order = balanced_indices(train_labels, steps_per_epoch * args.batch_size * ddp.world, generator)
         order = order[ddp.rank :: ddp.world]
         aug_gen = torch.Generator().manual_seed(args.seed * 7919 + epoch * 31 + ddp.rank)
-        sums = torch.zeros(6)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not show_progress)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total_steps, args.lr)
-            kl_scale = min(1.0, (step + 1) / max(1, args.kl_warmup_epochs * steps_per_epoch))
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-            x = augment(to_tensor(train.pixels[idx.numpy()]), aug_gen).to(ddp.device)
-            y = train_labels[idx].to(ddp.device)
-            terms = wrapped(x, y, kl_scale)
-            opt.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1000.0)
-            opt.step()
-            sums += torch.tensor([
-                terms.loss.item(), terms.pixel_nll.item(), terms.kl.item(), terms.breed_ce.item(),
-                terms.breed_correct.item() / len(y), terms.extras.get("generated_breed_acc", 0.0),
-            ])
-            if show_progress and i % 10 == 0:
-                bar.set_postfix(loss=f"{terms.loss.item():.0f}", kl=f"{terms.kl.item():.0f}",
-                                acc=f"{sums[4] / (i + 1):.2f}", gen_acc=f"{sums[5] / (i + 1):.2f}")
-        sums = ddp.all_sum(sums) / (steps_per_epoch * ddp.world)
-        if ddp.main:
-            model.eval()
-            model.fit_latent_prior(posterior_means(model, train.pixels, ddp.device), train_labels)
-            metrics = {
-                "epoch": epoch + 1,
-                "step": (epoch + 1) * steps_per_epoch,
-                "seconds": round(time.time() - started, 1),
+        if adversarial is not None:
+            train_metrics = adversarial.epoch(bar, order, epoch * steps_per_epoch, total_steps)
+        else:
+            sums = torch.zeros(6)
+            for i in bar:
+                step = epoch * steps_per_epoch + i
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, total_steps, args.lr)
+                kl_scale = min(1.0, (step + 1) / max(1, args.kl_warmup_epochs * steps_per_epoch))
+                idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+                x = augment(to_tensor(train.pixels[idx.numpy()]), aug_gen).to(ddp.device)
+                y = train_labels[idx].to(ddp.device)
+                terms = wrapped(x, y, kl_scale)
+                opt.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1000.0)
+                opt.step()
+                sums += torch.tensor([
+                    terms.loss.item(), terms.pixel_nll.item(), terms.kl.item(), terms.breed_ce.item(),
+                    terms.breed_correct.item() / len(y), terms.extras.get("generated_breed_acc", 0.0),
+                ])
+                if show_progress and i % 10 == 0:
+                    bar.set_postfix(loss=f"{terms.loss.item():.0f}", kl=f"{terms.kl.item():.0f}",
+                                    acc=f"{sums[4] / (i + 1):.2f}", gen_acc=f"{sums[5] / (i + 1):.2f}")
+            sums = ddp.all_sum(sums) / (steps_per_epoch * ddp.world)
+            train_metrics = {
                 "train_loss": sums[0].item(),
                 "train_pixel_nll": sums[1].item(),
                 "train_kl": sums[2].item(),
                 "train_breed_ce": sums[3].item(),
                 "train_top1": sums[4].item(),
                 "train_generated_breed_acc": sums[5].item(),
+            }
+        if ddp.main:
+            model.eval()
+            if adversarial is None:  # the adversarial stage keeps the encoder, hence z and its prior, fixed
+                model.fit_latent_prior(posterior_means(model, train.pixels, ddp.device), train_labels)
+            metrics = {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * steps_per_epoch,
+                "seconds": round(time.time() - started, 1),
+                **train_metrics,
                 "pixel_scale": model.pixel_log_scale().exp().tolist(),
                 **held_out_metrics(model, val.pixels, val_labels, ddp.device),
             }
@@ -330,8 +408,9 @@ def main(argv: list[str] | None = None) -> Path:
                 f.write(json.dumps(metrics) + "\n")
             write_figures(model, breeds, val.pixels, out, epoch + 1)
             checkpoint.save(model, {**card_base, "training_metrics": history[-1], "history": history}, out)
-            save_resume_state(out, model, opt, {"epoch": epoch + 1, "history": history,
-                                                "config": cfg.to_dict(), "breeds": breeds})
+            if adversarial is None:
+                save_resume_state(out, model, opt, {"epoch": epoch + 1, "history": history,
+                                                    "config": cfg.to_dict(), "breeds": breeds})
             print(
                 f"epoch {epoch + 1}: val PSNR {metrics['val_psnr']:.2f} dB, top-1 {metrics['val_top1']:.3f}, "
                 f"KL {metrics['val_kl']:.1f} nats ({metrics['val_active_dims']} active dims), "

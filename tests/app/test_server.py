@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.conftest import image_bytes
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def uvicorn(checkpoint: Path, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "VAE_DOGS_CHECKPOINT": str(checkpoint), "VAE_DOGS_DEVICE": "cpu"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+from tests.app.conftest import free_port, image_bytes, uvicorn
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])
@@ -46,29 +24,6 @@ def test_bad_checkpoint_fails_start_up_in_one_line(tmp_path: Path, tiny_checkpoi
     errors = [line for line in output.splitlines() if line.startswith("ERROR")]
     assert errors[0].startswith("ERROR:    vae-dogs cannot start:") and str(folder) in errors[0]
     assert len(errors) == 2  # the reason, then uvicorn's "Application startup failed. Exiting."
-
-
-@pytest.fixture
-def server(tiny_checkpoint: Path) -> Iterator[str]:
-    port = free_port()
-    proc = uvicorn(tiny_checkpoint, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"uvicorn exited: {proc.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("uvicorn did not become ready in 120 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_mix_and_identify_over_http(server: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.vae import BreedVAE, VAEConfig
+from model.vae import BreedVAE, Discriminator, VAEConfig
 
 SMALL = dict(n_breeds=4, image_size=32, latent_dim=6, breed_embed_dim=8, channels=(8, 16, 16), classifier_channels=(8, 16))
 
@@ -33,6 +33,26 @@ def test_generated_term_does_not_train_the_breed_head() -> None:
     assert model.decoder.from_latent.weight.grad.abs().sum() > 0
 
 
+def test_adversarial_loss_trains_the_decoder_only() -> None:
+    model = BreedVAE(VAEConfig(**SMALL))
+    discriminator = Discriminator(4, channels=(8, 16))
+    discriminator.requires_grad_(False)
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
+    loss, generated, logs = model.adversarial_loss(x, y, discriminator, adversarial_weight=0.5)
+    loss.backward()
+    assert generated.shape == x.shape and not generated.requires_grad
+    assert torch.isfinite(loss) and logs["balance"] >= 0
+    assert model.decoder.head[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.encoder.parameters())  # z stays the frozen encoder's
+
+
+def test_projection_discriminator_scores_depend_on_the_breed() -> None:
+    discriminator = Discriminator(4, channels=(8, 16))
+    x = torch.rand(2, 3, 32, 32)
+    eye = torch.eye(4)
+    assert not torch.allclose(discriminator(x, eye[[0, 0]]), discriminator(x, eye[[1, 1]]))
+
+
 def test_config_round_trip_and_validation() -> None:
     cfg = VAEConfig(**SMALL)
     assert VAEConfig.from_dict(cfg.to_dict()) == cfg
@@ -40,6 +60,8 @@ def test_config_round_trip_and_validation() -> None:
         VAEConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="divisible"):
         VAEConfig(image_size=30, channels=(8, 16))
+    with pytest.raises(ValueError, match="latent_prior"):
+        VAEConfig(latent_prior="flow")
 
 
 def test_fit_latent_prior_recovers_breed_means() -> None:

@@ -106,3 +106,48 @@ def test_init_from_refuses_another_architecture(tmp_path: Path, tiny_checkpoint:
     args[args.index("--latent-dim") + 1] = "4"
     with pytest.raises(SystemExit, match="another architecture"):
         train(args)
+
+
+def test_adversarial_stage_tunes_only_the_decoder(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> None:
+    out = tmp_path / "adversarial"
+    train([*_args(folders_data, out, cache_dir, 1), "--init-from", str(tiny_checkpoint), "--adversarial"])
+    tuned, card = checkpoint.load(out)
+    source, _ = checkpoint.load(tiny_checkpoint)
+    tuned_state, source_state = tuned.state_dict(), source.state_dict()
+    frozen = [k for k in source_state if k.startswith(("encoder.", "breed_head.", "prior_", "log_pixel_scale"))]
+    assert frozen and all(torch.equal(tuned_state[k], source_state[k]) for k in frozen)
+    assert not torch.equal(tuned_state["decoder.head.1.weight"], source_state["decoder.head.1.weight"])
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"adv_rec_loss", "adv_disc_loss", "adv_balance"} <= set(logged)
+    assert card["init_from_card"]["training"]["epochs"] == 2  # the lineage of the starting weights
+
+
+def test_adversarial_stage_needs_a_trained_checkpoint(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="--init-from"):
+        train([*_args(folders_data, tmp_path / "x", cache_dir, 1), "--adversarial"])
+
+
+def test_plain_baseline_samples_from_the_standard_normal(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
+    out = tmp_path / "plain"
+    train([*_args(folders_data, out, cache_dir, 1), "--plain"])
+    model, _ = checkpoint.load(out)
+    assert model.cfg.latent_prior == "standard" and model.cfg.breed_embed_dim == 0
+    assert not model.cfg.learned_pixel_scale and model.cfg.generated_breed_weight == 0
+    assert torch.equal(model.prior_mean, torch.zeros_like(model.prior_mean))
+    assert torch.equal(model.prior_cholesky[0], torch.eye(model.cfg.latent_dim))
+    # No breed input: the same noise gives the same dog whatever breed is asked for.
+    assert torch.allclose(latent_ops.mix(model, torch.tensor([1.0, 0, 0]), seed=3),
+                          latent_ops.mix(model, torch.tensor([0, 0, 1.0]), seed=3))
+
+
+def test_compare_figure_puts_two_checkpoints_side_by_side(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from training.compare import main as compare
+
+    out = compare([str(tiny_checkpoint), str(tiny_checkpoint), "--out", str(tmp_path / "cmp.png"),
+                   "--breeds", "beagle,samoyed", "--mixes", "beagle+gordon_setter", "--columns", "3"])
+    from PIL import Image
+
+    with Image.open(out) as figure:
+        assert figure.height > 3 * 64  # three rows of 64 px samples (scaled) under a header
+    with pytest.raises(SystemExit, match="unknown breed 'poodle'"):
+        compare([str(tiny_checkpoint), str(tiny_checkpoint), "--out", str(tmp_path / "x.png"), "--breeds", "poodle"])
