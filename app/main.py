@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from app.api.routes import ancestry, breeds, codec, generate, health, page
 from app.core.config import get_settings
 from app.core.inference import ModelService, UnknownBreedError
+from app.core.metrics import describe_model, instrument
 from model.latent_ops import LatentOpError
 
 log = logging.getLogger("vae_dogs")
@@ -32,6 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         where = "" if str(settings.checkpoint) in str(err) else f" (checkpoint: {settings.checkpoint})"
         raise StartupError(f"vae-dogs cannot start: {err}{where}") from None
     app.state.model_service = service
+    describe_model(service.card, str(service.device))
     try:
         yield
     finally:
@@ -49,6 +51,7 @@ def create_app() -> FastAPI:
     for module in (page, health, breeds, codec, generate, ancestry):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    instrument(app)
 
     @app.exception_handler(UnknownBreedError)
     @app.exception_handler(LatentOpError)

@@ -71,7 +71,7 @@ def main() -> None:
     with TestClient(app) as client:
         in_process = measure(client, args.requests)
 
-    with running_server(args.checkpoint) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with running_server(args.checkpoint) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         over_http = measure(client, args.requests)
 
     print(f"checkpoint {args.checkpoint}, {args.requests} sequential requests per endpoint, {os.cpu_count()} CPU cores\n")

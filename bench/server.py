@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,9 +23,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
 @contextmanager
-def running_server(checkpoint: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start uvicorn on a free local port, wait for /ready, yield its URL, stop it afterwards."""
+def running_server(checkpoint: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Start uvicorn on a free local port, wait for /ready, yield its URL and pid, stop it afterwards."""
     env = {**os.environ, "VAE_DOGS_CHECKPOINT": str(checkpoint), **(extra_env or {})}
     env.setdefault("VAE_DOGS_DEVICE", "cpu")
     port = free_port()
@@ -44,7 +51,7 @@ def running_server(checkpoint: Path, extra_env: dict[str, str] | None = None) ->
             if time.monotonic() > deadline:
                 raise SystemExit("uvicorn was not ready after 120 s")
             time.sleep(0.1)
-        yield url
+        yield Server(url, server.pid)
     finally:
         server.terminate()
         server.wait()

@@ -64,13 +64,33 @@ def decode(model: BreedVAE, z: Tensor, weights: Tensor) -> Tensor:
     return model.decode(z.to(device), weights.to(device)).clamp(0, 1).cpu()
 
 
+def mix_latents(
+    model: BreedVAE, weights: Tensor, n: int = 1, seed: int | None = None, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Decoder inputs (z, w) for ``n`` dogs of the breed mix ``weights`` (n_breeds,)."""
+    w = normalise_weights(weights.float()).expand(n, -1)
+    return prior_latents(model, w, noise(n, model.cfg.latent_dim, seed), temperature).cpu(), w
+
+
 def mix(
     model: BreedVAE, weights: Tensor, n: int = 1, seed: int | None = None, temperature: float = 1.0
 ) -> Tensor:
     """``n`` dogs of the breed mix ``weights`` (n_breeds,), same seed -> same pose noise for any mix."""
-    w = normalise_weights(weights.float()).expand(n, -1)
-    z = prior_latents(model, w, noise(n, model.cfg.latent_dim, seed), temperature)
-    return decode(model, z, w)
+    return decode(model, *mix_latents(model, weights, n, seed, temperature))
+
+
+def sample_latents(
+    model: BreedVAE, n: int, breed: int | None = None, seed: int | None = None, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Decoder inputs (z, w) for ``n`` dogs of one breed, or of uniformly random breeds when ``breed`` is None."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if breed is None:
+        breeds = torch.randint(0, model.cfg.n_breeds, (n,), generator=generator)
+    else:
+        breeds = torch.full((n,), breed, dtype=torch.long)
+    w = one_hot(model, breeds)
+    eps = torch.randn(n, model.cfg.latent_dim, generator=generator)
+    return prior_latents(model, w, eps, temperature).cpu(), w
 
 
 def sample(
@@ -81,14 +101,7 @@ def sample(
     temperature: float = 1.0,
 ) -> Tensor:
     """``n`` dogs of one breed, or of breeds drawn uniformly at random when ``breed`` is None."""
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    if breed is None:
-        breeds = torch.randint(0, model.cfg.n_breeds, (n,), generator=generator)
-    else:
-        breeds = torch.full((n,), breed, dtype=torch.long)
-    w = one_hot(model, breeds)
-    eps = torch.randn(n, model.cfg.latent_dim, generator=generator)
-    return decode(model, prior_latents(model, w, eps, temperature), w)
+    return decode(model, *sample_latents(model, n, breed, seed, temperature))
 
 
 @dataclass

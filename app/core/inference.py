@@ -12,8 +12,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from fastapi import HTTPException
+
+from app.core.batching import MicroBatcher
 from app.core.config import Settings
-from model import checkpoint
+from app.core.metrics import BATCH_ROWS
+from model import checkpoint, latent_ops
 from model.vae import BreedVAE
 
 T = TypeVar("T")
@@ -41,6 +45,7 @@ class ModelService:
     model: BreedVAE
     card: dict[str, Any]
     device: torch.device
+    settings: Settings
     breeds: list[str] = field(init=False)
     # One worker: torch already uses every core per call, and the model is not shared across threads.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="inference"))
@@ -48,6 +53,12 @@ class ModelService:
     def __post_init__(self) -> None:
         self.breeds = [b["name"] for b in self.card["breeds"]]
         self._index = {b: i for i, b in enumerate(self.breeds)}
+        window, rows = self.settings.batch_window_ms / 1000, self.settings.max_batch_size
+        # The two expensive, row-wise calls: the decoder (mix, sample) and the breed head (identify).
+        self.decode = MicroBatcher(lambda z, w: latent_ops.decode(self.model, z, w), self.run, window, rows,
+                                   BATCH_ROWS.labels("decode").observe)
+        self.classify = MicroBatcher(lambda x: latent_ops.breed_probabilities(self.model, x), self.run, window, rows,
+                                     BATCH_ROWS.labels("classify").observe)
 
     @classmethod
     def load(cls, settings: Settings) -> "ModelService":
@@ -56,7 +67,7 @@ class ModelService:
         device = resolve_device(settings.device)
         model, card = checkpoint.load(settings.checkpoint, device)
         log.info("loaded %s (%d breeds) on %s", settings.checkpoint, len(card["breeds"]), device)
-        return cls(model=model, card=card, device=device)
+        return cls(model=model, card=card, device=device, settings=settings)
 
     @property
     def image_size(self) -> int:
@@ -76,8 +87,14 @@ class ModelService:
         return dense
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the inference thread; past the timeout the client gets a 503 (the call still finishes)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        job = loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        try:
+            return await asyncio.wait_for(asyncio.shield(job), self.settings.inference_timeout_s)
+        except TimeoutError:
+            raise HTTPException(503, detail=f"inference took longer than {self.settings.inference_timeout_s:g} s; "
+                                            "try fewer or smaller images, or retry later") from None
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

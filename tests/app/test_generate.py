@@ -58,6 +58,20 @@ def test_mix_rejects_absurd_n_and_scale(client: TestClient) -> None:
     assert client.post("/mix", json={"breeds": {"beagle": 1}, "scale": 50}).status_code == 422
 
 
+def test_total_output_pixels_are_capped(client: TestClient) -> None:
+    from app.core.config import get_settings
+
+    settings = get_settings()
+    limit = settings.max_output_pixels
+    settings.max_output_pixels = 10 * 64 * 64
+    try:
+        assert client.get("/sample?n=10").status_code == 200  # exactly at the limit
+        response = client.get("/sample?n=11")
+        assert response.status_code == 422 and "pixel limit per request" in response.json()["detail"]
+    finally:
+        settings.max_output_pixels = limit
+
+
 def test_sample_grid_of_one_breed(client: TestClient) -> None:
     response = client.get("/sample?n=9&seed=1&breed=samoyed&scale=2")
     assert response.status_code == 200

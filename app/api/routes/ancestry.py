@@ -30,7 +30,7 @@ async def ancestry(
     image: bool = Query(False, description="return the decoded mix (PNG) instead of JSON"),
     scale: int = Query(1, ge=1),
 ) -> AncestryResult | Response:
-    check_limits(settings, 1, scale)
+    check_limits(settings, 1, scale, service.image_size)
     x = await photo_tensor(file, service, settings)
     result = await service.run(latent_ops.ancestry, service.model, x, max_breeds)
     composition = sorted(
@@ -69,7 +69,7 @@ async def transfer(
     breeds: str = Form(description='target breed weights as JSON, e.g. {"samoyed": 1}', examples=['{"samoyed": 1}']),
     scale: int = Form(1, ge=1),
 ) -> Response:
-    check_limits(settings, 1, scale)
+    check_limits(settings, 1, scale, service.image_size)
     weights = service.weights(parse_breeds_field(breeds))
     x = await photo_tensor(file, service, settings)
     images = await service.run(latent_ops.transfer, service.model, x, weights)

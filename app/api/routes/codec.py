@@ -55,5 +55,5 @@ async def identify(
     top_k: int = Query(5, ge=1, le=1000, description="how many breeds to return, best first"),
 ) -> Identification:
     x = await photo_tensor(file, service, settings)
-    probabilities = await service.run(latent_ops.breed_probabilities, service.model, x)
+    probabilities = await service.classify(x)
     return Identification(breeds=ranked(service, probabilities[0], top_k))

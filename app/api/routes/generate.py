@@ -17,11 +17,16 @@ from model import latent_ops
 router = APIRouter(tags=["generate"])
 
 
-def check_limits(settings: SettingsDep, n: int, scale: int) -> None:
+def check_limits(settings: SettingsDep, n: int, scale: int, side: int) -> None:
+    """Refuse, before any work, requests for more images, upscaling or output pixels than the settings allow."""
     if n > settings.max_images:
         raise HTTPException(422, detail=f"at most {settings.max_images} images per request, got {n}")
     if scale > settings.max_scale:
         raise HTTPException(422, detail=f"scale must be at most {settings.max_scale}, got {scale}")
+    pixels = n * (side * scale) ** 2
+    if pixels > settings.max_output_pixels:
+        raise HTTPException(422, detail=f"{n} images of {side * scale}x{side * scale} are {pixels:,} pixels, more than the "
+                                        f"{settings.max_output_pixels:,}-pixel limit per request; lower n or scale")
 
 
 def seed_or_random(seed: int | None) -> int:
@@ -31,10 +36,10 @@ def seed_or_random(seed: int | None) -> int:
 @router.post("/mix", response_class=Response, responses=IMAGE_PNG,
              summary="Blend breeds with weights into a new breed; the X-Seed header reproduces the result")
 async def mix(body: MixRequest, service: ModelDep, settings: SettingsDep) -> Response:
-    check_limits(settings, body.n, body.scale)
+    check_limits(settings, body.n, body.scale, service.image_size)
     weights = service.weights(body.breeds)
     seed = seed_or_random(body.seed)
-    images = await service.run(latent_ops.mix, service.model, weights, body.n, seed, body.temperature)
+    images = await service.decode(*latent_ops.mix_latents(service.model, weights, body.n, seed, body.temperature))
     return png_response(images, body.scale, headers={"X-Seed": str(seed)})
 
 
@@ -49,10 +54,10 @@ async def sample(
     breed: str | None = Query(None, description="a breed name from GET /breeds; default: random breeds"),
     scale: int = Query(1, ge=1),
 ) -> Response:
-    check_limits(settings, n, scale)
+    check_limits(settings, n, scale, service.image_size)
     breed_index = service.breed_index(breed) if breed else None
     seed = seed_or_random(seed)
-    images: torch.Tensor = await service.run(latent_ops.sample, service.model, n, breed_index, seed, temperature)
+    images = await service.decode(*latent_ops.sample_latents(service.model, n, breed_index, seed, temperature))
     return png_response(images, scale, headers={"X-Seed": str(seed)})
 
 
@@ -66,7 +71,7 @@ def morph_end(service: ModelService, end: MorphEnd, seed: int, temperature: floa
              responses={200: {"content": {"image/png": {}, "image/gif": {}}, "description": "a strip (PNG) or an animation (GIF)"}},
              summary="A morph from one breed mix (or latent) to another: a PNG strip or an animated GIF")
 async def morph(body: MorphRequest, service: ModelDep, settings: SettingsDep) -> Response:
-    check_limits(settings, body.steps, body.scale)
+    check_limits(settings, body.steps, body.scale, service.image_size)
     seed = seed_or_random(body.seed)
 
     def run() -> torch.Tensor:
