@@ -15,6 +15,7 @@ from app.api.routes import ancestry, breeds, codec, generate, health, page
 from app.core.config import get_settings
 from app.core.inference import ModelService, UnknownBreedError
 from app.core.metrics import describe_model, instrument
+from app.schemas import PROBLEM_RESPONSES
 from model.latent_ops import LatentOpError
 
 log = logging.getLogger("vae_dogs")
@@ -48,8 +49,9 @@ def create_app() -> FastAPI:
         summary="A breed-conditional VAE on dog photos: sample, mix, identify, encode and decode dogs.",
         lifespan=lifespan,
     )
-    for module in (page, health, breeds, codec, generate, ancestry):
-        app.include_router(module.router)
+    app.include_router(page.router)
+    for module in (health, breeds, codec, generate, ancestry):
+        app.include_router(module.router, responses=PROBLEM_RESPONSES)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     instrument(app)
 

@@ -48,7 +48,8 @@ def check_weights(weights: dict[str, float]) -> dict[str, float]:
 
 
 class MixRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4}]})
+    # strict: JSON true/false or "3" are not numbers here (lax mode would read them as 1/0/3)
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4}]})
 
     breeds: dict[str, float] = Field(description="breed name -> weight (>= 0, normalised to sum to 1)")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed = same pose noise for any mix")
@@ -60,7 +61,7 @@ class MixRequest(BaseModel):
 
 
 class DecodeRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"latents": [[0.0] * 128], "breeds": {"golden_retriever": 1}}]})
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 128], "breeds": {"golden_retriever": 1}}]})
 
     latents: list[list[float]] = Field(min_length=1, description="latent vectors z, each of the model's latent size")
     breeds: dict[str, float] | None = Field(
@@ -79,6 +80,27 @@ class DecodeRequest(BaseModel):
     @classmethod
     def _weights(cls, breeds: dict[str, float] | None) -> dict[str, float] | None:
         return None if breeds is None else check_weights(breeds)
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Every 4xx/5xx answer: ``detail`` says what to fix (a list of issues for a malformed request)."""
+
+    detail: str | list[ValidationIssue]
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "an empty, truncated or corrupt upload"},
+    413: {"model": Problem, "description": "an upload over the byte or pixel limit"},
+    415: {"model": Problem, "description": "an upload that is not an image"},
+    422: {"model": Problem, "description": "invalid input: the detail says which field and why"},
+    503: {"model": Problem, "description": "the model is not loaded yet, or inference timed out"},
+}
 
 
 class Health(BaseModel):
@@ -117,6 +139,8 @@ class AncestryResult(BaseModel):
 
 
 class MorphEnd(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     breeds: dict[str, float] | None = Field(None, description="a breed mix (its dog drawn with the request's seed)")
     latent: list[float] | None = Field(None, description="or a latent z, e.g. the mean from POST /encode")
 
@@ -140,7 +164,7 @@ class MorphEnd(BaseModel):
 
 
 class MorphRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{
         "start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 0.5, "dingo": 0.5}},
         "steps": 8, "seed": 3, "format": "png"}]})
 

@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> Path:
         "git_commit": git_commit(),
     }
     if args.init_from:  # how the starting weights were made, so the lineage stays reproducible
-        card_base["init_from_card"] = {k: checkpoint.read_card(args.init_from).get(k) for k in ("training", "git_commit")}
+        card_base["init_from_card"] = {k: checkpoint.read_card(args.init_from).get(k) for k in ("training", "git_commit", "init_from_card")}
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
