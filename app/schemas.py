@@ -125,10 +125,11 @@ class BreedWeight(BaseModel):
 
 
 class AncestryFit(BaseModel):
-    score: float = Field(ge=0, le=1, description="mse(photo, own reconstruction) / mse(photo, the mix's typical dog): "
-                         "1 = the mix explains the photo as well as the photo's own latent code does")
-    photo_psnr_own: float = Field(description="dB: the photo against its own reconstruction")
-    photo_psnr_mix: float = Field(description="dB: the photo against the mix's typical dog")
+    score: float = Field(ge=0, le=1, description="how typical the photo is for a dog of this mix: the chance that a "
+                         "dog drawn from the mix lies at least as far from the mix's centre in latent space "
+                         "(about 0.5 for a typical dog of the mix, near 0 when the mix does not explain the photo)")
+    mahalanobis: float = Field(ge=0, description="the photo's latent's distance from the mix's centre, in units of "
+                               "the mix's spread, per sqrt(latent dimension): about 1 for a typical dog of the mix")
     log_density_mix: float = Field(description="log density of the photo's latent under the mix's prior")
     log_density_best_breed: float = Field(description="... and under the most likely single breed's prior")
 

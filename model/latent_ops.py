@@ -185,12 +185,25 @@ def mixed_prior_log_density(model: BreedVAE, z: Tensor, weights: Tensor) -> Tens
 @dataclass
 class Ancestry:
     weights: Tensor  # (n_breeds,) on the simplex, at most max_breeds non-zero
-    mix_image: Tensor  # (3, S, S): the mix's typical dog, decode(mean(w), w)
-    fit: float  # mse(photo, own reconstruction) / mse(photo, mix's typical dog), in (0, 1]
-    photo_psnr_own: float  # PSNR of the photo's own reconstruction (the best this model can do)
-    photo_psnr_mix: float  # PSNR of the mix's typical dog against the photo
+    mix_image: Tensor  # (3, S, S): a dog of that mix (fixed seed, so the same photo gives the same picture)
+    fit: float  # P(a dog of the mix lies at least this far from the mix's centre): ~0.5 typical, ~0 unexplained
+    mahalanobis: float  # the photo's latent's Mahalanobis distance from the mix's prior, per sqrt(dimension)
     log_density_mix: float  # log density of the photo's z under the mix's prior
     log_density_best_breed: float  # ... and under the single most likely breed's prior
+
+
+def mix_typicality(model: BreedVAE, z: Tensor, weights: Tensor) -> tuple[float, float]:
+    """(chi-square tail probability, distance per sqrt(d)) of z (d,) under the mixed prior of ``weights``.
+
+    If z were drawn from the mix's Gaussian its squared Mahalanobis distance would follow chi^2 with d
+    degrees of freedom, so the tail probability says how typical the photo is for a dog of that mix.
+    """
+    mean = weights @ model.prior_mean
+    cholesky = torch.einsum("b,bij->ij", weights, model.prior_cholesky)
+    whitened = torch.linalg.solve_triangular(cholesky, (z - mean)[:, None], upper=False).squeeze(-1)
+    squared, d = float(whitened.pow(2).sum()), z.numel()
+    tail = float(torch.special.gammaincc(torch.tensor(d / 2, dtype=torch.float64), torch.tensor(squared / 2, dtype=torch.float64)))
+    return tail, math.sqrt(squared / d)
 
 
 def _fit_simplex(model: BreedVAE, z: Tensor, log_prior: Tensor, support: Tensor, init: Tensor, steps: int) -> Tensor:
@@ -207,19 +220,18 @@ def _fit_simplex(model: BreedVAE, z: Tensor, log_prior: Tensor, support: Tensor,
     return (logits + mask).softmax(-1).detach()
 
 
-def ancestry(model: BreedVAE, image: Tensor, max_breeds: int = 3, steps: int = 150) -> Ancestry:
-    """Which mix of known breeds best explains one photo (1, 3, S, S)?
+def ancestry_weights(model: BreedVAE, z: Tensor, probabilities: Tensor, max_breeds: int = 3, steps: int = 150) -> Tensor:
+    """MAP breed weights (n_breeds,) for one latent z (d,) given the breed head's q(y|x) (n_breeds,).
 
-    The weights maximise, over the simplex, log N(z_photo; mean(w), Sigma(w)) (the photo's latent under the
-    mixed prior) plus sum_b q(b|photo) * log w_b (a Dirichlet prior whose concentration is the breed head's
+    The weights maximise, over the simplex, log N(z; mean(w), Sigma(w)) (the latent under the mixed prior)
+    plus sum_b q(b|x) * n_breeds * log w_b (a Dirichlet prior whose concentration is the breed head's
     belief), first over all breeds, then again on the ``max_breeds`` largest. Deterministic: fixed start
     (the breed head's probabilities) and a fixed number of Adam steps.
     """
     if max_breeds < 1:
         raise LatentOpError("max_breeds must be at least 1")
-    enc = encode(model, image)
     device = model.prior_mean.device
-    z, probabilities = enc.mean[0].to(device), enc.breed_probabilities[0].to(device)
+    z, probabilities = z.to(device), probabilities.to(device)
     log_prior = probabilities * model.cfg.n_breeds  # Dirichlet concentration - 1, scaled to the number of breeds
     with torch.enable_grad(), torch.inference_mode(False):
         everything = torch.ones_like(probabilities, dtype=torch.bool)
@@ -228,20 +240,27 @@ def ancestry(model: BreedVAE, image: Tensor, max_breeds: int = 3, steps: int = 1
         keep[w.topk(min(max_breeds, w.numel())).indices] = True
         w = _fit_simplex(model, z, log_prior, keep, torch.where(keep, w, torch.zeros_like(w)), steps)
     w = torch.where(w > 1e-3, w, torch.zeros_like(w))
-    w = (w / w.sum()).cpu()
+    return (w / w.sum()).cpu()
+
+
+def ancestry(model: BreedVAE, image: Tensor, max_breeds: int = 3, steps: int = 150) -> Ancestry:
+    """Which mix of known breeds best explains one photo (1, 3, S, S)? See :func:`ancestry_weights`."""
+    if max_breeds < 1:
+        raise LatentOpError("max_breeds must be at least 1")
+    enc = encode(model, image)
+    device = model.prior_mean.device
+    z = enc.mean[0].to(device)
+    w = ancestry_weights(model, z, enc.breed_probabilities[0], max_breeds, steps)
     with torch.inference_mode():
-        mix_image = decode(model, w[None] @ model.prior_mean.cpu(), w[None])
-        own = decode(model, enc.mean, enc.breed_probabilities)
-        mse_own = float((own - image.cpu()).pow(2).mean())
-        mse_mix = float((mix_image - image.cpu()).pow(2).mean())
+        mix_image = mix(model, w, n=1, seed=0)
         single = mixed_prior_log_density(model, z, torch.eye(model.cfg.n_breeds, device=device))
         mixed = mixed_prior_log_density(model, z, w[None].to(device))[0]
+        fit, distance = mix_typicality(model, z, w.to(device))
     return Ancestry(
         weights=w,
         mix_image=mix_image[0],
-        fit=min(1.0, mse_own / max(mse_mix, 1e-12)),
-        photo_psnr_own=10 * math.log10(1 / max(mse_own, 1e-12)),
-        photo_psnr_mix=10 * math.log10(1 / max(mse_mix, 1e-12)),
+        fit=fit,
+        mahalanobis=distance,
         log_density_mix=float(mixed),
         log_density_best_breed=float(single.max()),
     )

@@ -149,7 +149,7 @@ async function analysePhoto() {
   $("transfer-button").disabled = false;
   const ancestry = await (await call("/ancestry?max_breeds=3", { method: "POST", body: photoForm() }, box)).json();
   drawBars($("ancestry-bars"), ancestry.composition.map((b) => [b.breed, b.weight]));
-  $("ancestry-fit").textContent = `fit ${ancestry.fit.score.toFixed(2)} (1 = as good as the photo's own encoding)`;
+  $("ancestry-fit").textContent = `typicality ${ancestry.fit.score.toFixed(2)} (about 0.5 for a typical dog of this mix, near 0 when the mix does not explain the photo)`;
   await showImage($("ancestry-image"), await call("/ancestry?image=true&scale=3", { method: "POST", body: photoForm() }, box));
 }
 

@@ -44,7 +44,7 @@ def test_ancestry_is_a_sparse_deterministic_composition(model) -> None:
     assert torch.equal(first.weights, again.weights)
     assert (first.weights >= 0).all() and abs(float(first.weights.sum()) - 1) < 1e-5
     assert int((first.weights > 0).sum()) <= 2
-    assert 0 < first.fit <= 1
+    assert 0 <= first.fit <= 1 and first.mahalanobis > 0
     assert first.mix_image.shape == (3, 64, 64)
 
 
@@ -70,3 +70,23 @@ def test_morph_ends_are_the_endpoints(model) -> None:
         latent_ops.latent_endpoint(model, latent=torch.full((model.cfg.latent_dim,), float("nan")))
     with pytest.raises(LatentOpError, match="at least 2"):
         latent_ops.morph(model, a, b, steps=1)
+
+
+def test_ancestry_recovers_the_largest_component_of_a_known_mix() -> None:
+    """A latent drawn from the 70/30 prior of two breeds is explained by a mix led by the 70 % breed."""
+    from model.vae import BreedVAE, VAEConfig
+
+    model = BreedVAE(VAEConfig(n_breeds=5, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
+    generator = torch.Generator().manual_seed(0)
+    model.prior_mean.copy_(3 * torch.randn(5, 16, generator=generator))  # well-separated breeds
+    model.prior_cholesky.copy_(0.5 * torch.eye(16).expand(5, -1, -1))
+    flat_belief = torch.full((5,), 0.2)  # the breed head knows nothing: the latent alone must decide
+    for major, minor in [(0, 3), (2, 1), (4, 0)]:
+        weights = torch.zeros(5)
+        weights[major], weights[minor] = 0.7, 0.3
+        z = latent_ops.prior_latents(model, weights[None], torch.randn(1, 16, generator=generator))[0]
+        found = latent_ops.ancestry_weights(model, z, flat_belief, max_breeds=2)
+        assert int(found.argmax()) == major and set(found.nonzero().flatten().tolist()) == {major, minor}
+        assert abs(float(found.sum()) - 1) < 1e-5 and (found >= 0).all()
+        typical, distance = latent_ops.mix_typicality(model, z, found)
+        assert typical > 0.01 and distance < 2  # the found mix explains its own sample

@@ -17,7 +17,7 @@ from model import latent_ops
 router = APIRouter(tags=["breeds"])
 
 ANCESTRY_RESPONSES = {200: {"content": {"application/json": {}, "image/png": {}},
-                            "description": "the composition (JSON), or with image=true the mix's typical dog (PNG)"}}
+                            "description": "the composition (JSON), or with image=true a dog of that mix (PNG)"}}
 
 
 @router.post("/ancestry", response_model=AncestryResult, responses=ANCESTRY_RESPONSES,
@@ -27,7 +27,7 @@ async def ancestry(
     settings: SettingsDep,
     file: UploadFile = File(description="a dog photo"),
     max_breeds: int = Query(3, ge=1, le=10, description="at most this many breeds in the composition"),
-    image: bool = Query(False, description="return the decoded mix (PNG) instead of JSON"),
+    image: bool = Query(False, description="return a dog of the mix (PNG, seed 0) instead of JSON"),
     scale: int = Query(1, ge=1),
 ) -> AncestryResult | Response:
     check_limits(settings, 1, scale, service.image_size)
@@ -42,7 +42,7 @@ async def ancestry(
         return png_response(result.mix_image[None], scale, headers={"X-Composition": header})
     return AncestryResult(
         composition=composition,
-        fit=AncestryFit(score=result.fit, photo_psnr_own=result.photo_psnr_own, photo_psnr_mix=result.photo_psnr_mix,
+        fit=AncestryFit(score=result.fit, mahalanobis=result.mahalanobis,
                         log_density_mix=result.log_density_mix, log_density_best_breed=result.log_density_best_breed),
     )
 
