@@ -24,7 +24,17 @@ maximum likelihood instead of a hand-tuned beta; ``beta`` and a KL warm-up remai
 Sampling uses ex-post density estimation (Ghosh et al.): after training, a full-covariance
 Gaussian is fitted to the posterior means of each breed's training photos (shrunk towards the
 pooled covariance) and stored in the checkpoint as buffers. Sampling breed ``b`` draws ``z`` from
-that Gaussian, which avoids the "prior hole" of ``N(0, I)`` on diverse photos. The latent
+that Gaussian, which avoids the "prior hole" of ``N(0, I)`` on diverse photos.
+
+Training has two stages. Stage 1 maximises the ELBO above. A VAE decoder trained only on the pixel
+likelihood decodes prior samples to breed-independent blur ("texture soup": issue 7), because the
+aggregate posterior of diverse photos does not fill the prior and the pixel term rewards the mean of
+all plausible images. Stage 2 (``adversarial_loss``) therefore keeps the encoder, breed head and
+ex-post prior fixed and fine-tunes the decoder as the generator of a VAE-GAN (Larsen et al.): it must
+still reconstruct photos, and both its reconstructions and its decodes of prior samples of breed ``b``
+must pass a projection discriminator ``D(x, b)`` as real photos *of breed b*. Unlike a frozen breed
+classifier (tried first; the decoder learned textures that fooled it), the discriminator keeps learning,
+so the decoder can only satisfy it by drawing breed-typical colour and shape. The latent
 operations built on these pieces (sample, mix, identify, transfer, ancestry) live in
 ``model/latent_ops.py``.
 

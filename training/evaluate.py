@@ -105,6 +105,21 @@ class FID:
 
         self.helper = FidHelper(":default_1", device=str(device))
 
+    def cached_statistics(self, images: torch.Tensor, desc: str, key: str, cache_dir: Path | None) -> dict[str, np.ndarray]:
+        """Statistics of real photos, cached by ``key`` (which names the photos): every checkpoint of one split shares them."""
+        import hashlib
+
+        from training.data import default_cache_dir
+
+        path = Path(cache_dir or default_cache_dir()) / f"fid-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+        if path.is_file():
+            with np.load(path) as cached:
+                return {"mu": cached["mu"], "sigma": cached["sigma"]}
+        stats = self.statistics(images, desc)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **stats)
+        return stats
+
     def statistics(self, images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
         feats = []
         for i in tqdm(range(0, len(images), 50), desc=desc):
@@ -239,11 +254,15 @@ def evaluate(
         generator = torch.Generator().manual_seed(seed)
         n_real = min(fid_samples, len(val_ids))
         real_rows = torch.randperm(len(val_ids), generator=generator)[:n_real].numpy()
-        real_stats = fid.statistics(to_tensor(val.pixels[real_rows]), "FID: held-out photos")
+        real_ids = [val_ids[r] for r in real_rows]
+        real_stats = fid.cached_statistics(to_tensor(val.pixels[real_rows]), "FID: held-out photos",
+                                           json.dumps([model.cfg.image_size, real_ids]), cache_dir)
         sample_stats = fid.statistics(samples[:fid_samples], "FID: prior samples")
         train_ids = sorted(set(images.ids) - set(val_ids))
         train_rows = torch.randperm(len(train_ids), generator=generator)[:n_real].tolist()
-        floor_stats = fid.statistics(to_tensor(images.select([train_ids[r] for r in train_rows]).pixels), "FID: training photos")
+        floor_ids = [train_ids[r] for r in train_rows]
+        floor_stats = fid.cached_statistics(to_tensor(images.select(floor_ids).pixels), "FID: training photos",
+                                            json.dumps([model.cfg.image_size, floor_ids]), cache_dir)
         metrics.update({
             "fid_prior_samples": fid.distance(real_stats, sample_stats),
             "fid_real_vs_real": fid.distance(real_stats, floor_stats),

@@ -12,6 +12,14 @@ Resume a stopped run from its last finished epoch (same --out):
 
     python -m training --data ../shared/dogs --out runs/dogs64 --epochs 40 --resume
 
+Stage 2, the adversarial decoder (encoder, breed head and ex-post prior stay fixed; one process):
+
+    python -m training --data ../shared/dogs --out runs/dogs64-adv --init-from runs/dogs64 --adversarial --epochs 6 --lr 2e-4
+
+The plain-VAE baseline of issue 7 (no breed input to the decoder, fixed pixel scale, samples from N(0, I)):
+
+    python -m training --data ../shared/dogs --out runs/plain64 --plain --epochs 10
+
 Each epoch writes ``metrics.jsonl`` (one JSON line), ``figures/samples-epochNNN.png`` (prior samples,
 one row per breed) and ``figures/reconstructions-epochNNN.png`` (held-out photos above their
 reconstructions; that figure shows real photos, so keep it out of anything you publish), and the

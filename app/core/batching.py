@@ -1,9 +1,10 @@
 """Dynamic micro-batching: concurrent requests for one model function run as one batch.
 
-Like Triton's dynamic batcher: a request's rows wait at most ``window_s`` for others to join, or until
-``max_rows`` rows are queued, and then one call of the function serves them all. On a CPU a decoder call
-for 16 images costs far less than 16 calls for one, so under load this buys throughput for a bounded
-latency. The function must be row-wise: output row i depends only on input row i.
+Like Triton's dynamic batcher, but opportunistic: a request that finds the model idle runs at once (no
+added latency when the service is quiet); requests that arrive while a call is running queue up and run
+together as soon as it ends, or after ``window_s`` at the latest, in batches of at most ``max_rows`` rows.
+On a CPU a decoder call for 16 images costs far less than 16 calls for one, so under load this buys
+throughput. The function must be row-wise: output row i depends only on input row i.
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ class MicroBatcher:
         self.observe = observe or (lambda rows: None)
         self.pending: list[tuple[tuple[Tensor, ...], asyncio.Future[Tensor]]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.running = 0  # model calls in flight
 
     async def __call__(self, *inputs: Tensor) -> Tensor:
         rows = inputs[0].shape[0]
-        if self.window_s <= 0 or rows >= self.max_rows:  # batching off, or a request that is a batch already
+        idle = self.running == 0 and not self.pending
+        if self.window_s <= 0 or rows >= self.max_rows or idle:  # off, a batch already, or nothing to wait for
             self.observe(rows)
-            return await self.run(self.fn, *inputs)
+            self.running += 1
+            try:
+                return await self.run(self.fn, *inputs)
+            finally:
+                self.running -= 1
+                if self.pending and self.running == 0:  # what queued meanwhile goes now
+                    self._flush()
         future: asyncio.Future[Tensor] = asyncio.get_running_loop().create_future()
         self.pending.append((inputs, future))
         if sum(job[0][0].shape[0] for job in self.pending) >= self.max_rows:
@@ -56,6 +65,7 @@ class MicroBatcher:
         sizes = [job[0][0].shape[0] for job in jobs]
         merged = [torch.cat(parts) for parts in zip(*(job[0] for job in jobs))]
         self.observe(sum(sizes))
+        self.running += 1
         try:
             outputs = (await self.run(self.fn, *merged)).split(sizes)
         except Exception as err:  # every request of the batch gets the error
@@ -63,6 +73,10 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(err)
             return
+        finally:
+            self.running -= 1
+            if self.pending and self.running == 0:
+                self._flush()
         for (_, future), output in zip(jobs, outputs):
             if not future.done():  # a client that went away cancelled its future
                 future.set_result(output)
