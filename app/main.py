@@ -96,9 +96,14 @@ app = OneLineStartupErrors(fastapi_app)
 
 
 def serve() -> None:
-    """Console entry point ``vae-dogs-serve``: uvicorn on 127.0.0.1:8000 (HOST/PORT env vars override)."""
+    """Console entry point ``vae-dogs-serve``: uvicorn on 127.0.0.1:8000.
+
+    HOST and PORT override the address; WEB_CONCURRENCY (as for uvicorn's own CLI) sets the number of worker
+    processes, each with its own copy of the model.
+    """
     import os
 
     import uvicorn
 
-    uvicorn.run("app.main:app", host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")))
+    uvicorn.run("app.main:app", host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")),
+                workers=int(os.environ.get("WEB_CONCURRENCY", "1")))

@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.load                      # 32 clients, 60 s each run, /mix + /identify + /sample
     .venv/bin/python -m bench.load --only mix --seconds 30
 
-For each setting of ``VAE_DOGS_BATCH_WINDOW_MS`` (default: 0 = off, then 2 ms) it starts the service,
+For each setting of ``VAE_DOGS_BATCH_WINDOW_MS`` (default: 0 = off, then 2 ms) it starts the service
+(``WEB_CONCURRENCY=2`` in the environment gives it two worker processes),
 runs ``--clients`` closed-loop clients for ``--seconds`` (each sends its next request when the last one
 is answered; the loop stops by itself at the deadline), and prints throughput, p50/p99 latency, the
 count of non-2xx answers and the server's resident memory at start and end.
@@ -33,11 +34,15 @@ def jpeg() -> bytes:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of a process (Linux /proc), in MiB."""
+    """Resident memory of a process and its children (uvicorn workers), from Linux /proc, in MiB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mib(int(child))
+    return total
 
 
 async def client_loop(client: httpx.AsyncClient, kinds: list[str], breeds: list[str], photo: bytes, deadline: float,
