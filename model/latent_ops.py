@@ -32,10 +32,21 @@ def normalise_weights(weights: Tensor) -> Tensor:
         raise LatentOpError("breed weights must be finite numbers (no NaN or infinity)")
     if (weights < 0).any():
         raise LatentOpError("breed weights must be non-negative")
-    total = weights.sum(dim=-1, keepdim=True)
-    if (total <= 0).any():
+    peak = weights.amax(dim=-1, keepdim=True)
+    if (peak <= 0).any():
         raise LatentOpError("breed weights must not all be zero")
-    return weights / total
+    weights = weights / peak  # first to [0, 1], so that the sum of huge weights cannot overflow
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+MAX_LATENT_ABS = 1000.0  # typical |z_i| is below 5; far beyond this the decoder overflows to NaN
+
+
+def check_latents(z: Tensor) -> None:
+    if not torch.isfinite(z).all():
+        raise LatentOpError("latents must be finite numbers (no NaN or infinity)")
+    if z.numel() and float(z.abs().max()) > MAX_LATENT_ABS:
+        raise LatentOpError(f"latent values must lie within ±{MAX_LATENT_ABS:g} (a typical value is below 5)")
 
 
 def one_hot(model: BreedVAE, breed_indices: Tensor) -> Tensor:
@@ -164,8 +175,8 @@ def decode_latents(model: BreedVAE, z: Tensor, weights: Tensor | None = None) ->
     """Decode latents with given breed weights (n_breeds,), or with each z's own breed posterior."""
     if z.ndim != 2 or z.shape[1] != model.cfg.latent_dim:
         raise LatentOpError(f"each latent must have {model.cfg.latent_dim} numbers, got shape {tuple(z.shape)}")
-    if not torch.isfinite(z).all():
-        raise LatentOpError("latents must be finite numbers (no NaN or infinity)")
+    check_latents(z)
+    z = z.float()
     w = breeds_for_latent(model, z) if weights is None else normalise_weights(weights.float()).expand(z.shape[0], -1)
     return decode(model, z, w)
 
@@ -272,9 +283,11 @@ def latent_endpoint(model: BreedVAE, weights: Tensor | None = None, latent: Tens
     if (weights is None) == (latent is None):
         raise LatentOpError("a morph end is either breed weights or a latent, not both or neither")
     if latent is not None:
-        z = latent.float().reshape(1, -1)
-        if z.shape[1] != model.cfg.latent_dim or not torch.isfinite(z).all():
+        z = latent.reshape(1, -1)
+        if z.shape[1] != model.cfg.latent_dim:
             raise LatentOpError(f"a latent must be {model.cfg.latent_dim} finite numbers")
+        check_latents(z)
+        z = z.float()
         return z, breeds_for_latent(model, z)
     w = normalise_weights(weights.float())[None]
     return prior_latents(model, w, noise(1, model.cfg.latent_dim, seed), temperature).cpu(), w

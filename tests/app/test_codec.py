@@ -29,6 +29,7 @@ def test_decode_round_trip_from_encode(client: TestClient) -> None:
     ([[0.0] * 3], "8 numbers"),
     ([], "at least 1"),
     ([[0.0] * 8] * 65, "at most 64"),
+    ([[1e300] + [0.0] * 7], "within ±1000"),  # finite, but the decoder would overflow to NaN
 ])
 def test_decode_rejects_bad_latents(client: TestClient, latents: list, message: str) -> None:
     response = client.post("/decode", json={"latents": latents})

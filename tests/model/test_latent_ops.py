@@ -24,6 +24,11 @@ def test_bad_weights_are_rejected(model, weights: list[float], message: str) -> 
         latent_ops.mix(model, torch.tensor(weights))
 
 
+def test_huge_weights_are_normalised_without_overflow() -> None:
+    weights = latent_ops.normalise_weights(torch.tensor([1e308, 1e308, 0.0], dtype=torch.float64))
+    assert torch.allclose(weights, torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64))
+
+
 def test_same_seed_same_pose_noise_across_mixes(model) -> None:
     """With one seed, two mixes differ only through the breed terms, never through the noise."""
     a = latent_ops.mix(model, torch.tensor([1.0, 0.0, 0.0]), seed=5)

@@ -43,7 +43,8 @@ async def decode(body: DecodeRequest, service: ModelDep, settings: SettingsDep) 
     if lengths != {service.model.cfg.latent_dim}:
         raise HTTPException(422, detail=f"each latent must have {service.model.cfg.latent_dim} numbers, got lengths {sorted(lengths)}")
     weights = service.weights(body.breeds) if body.breeds else None
-    images = await service.run(latent_ops.decode_latents, service.model, torch.tensor(body.latents), weights)
+    images = await service.run(latent_ops.decode_latents, service.model,
+                               torch.tensor(body.latents, dtype=torch.float64), weights)  # float64: range-checked before float32
     return png_response(images, body.scale)
 
 

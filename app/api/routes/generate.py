@@ -63,7 +63,7 @@ async def sample(
 
 def morph_end(service: ModelService, end: MorphEnd, seed: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     if end.latent is not None:
-        return latent_ops.latent_endpoint(service.model, latent=torch.tensor(end.latent))
+        return latent_ops.latent_endpoint(service.model, latent=torch.tensor(end.latent, dtype=torch.float64))
     return latent_ops.latent_endpoint(service.model, weights=service.weights(end.breeds), seed=seed, temperature=temperature)
 
 
