@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
-
 from fastapi import HTTPException
 
 from app.core.batching import MicroBatcher
@@ -47,7 +46,8 @@ class ModelService:
     device: torch.device
     settings: Settings
     breeds: list[str] = field(init=False)
-    # One worker: torch already uses every core per call, and the model is not shared across threads.
+    # One inference thread: the model is not shared across threads. Throughput comes from micro-batching
+    # and, beyond that, from worker processes (WEB_CONCURRENCY).
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="inference"))
 
     def __post_init__(self) -> None:
