@@ -42,14 +42,14 @@ def running_server(checkpoint: Path, extra_env: dict[str, str] | None = None) ->
         deadline = time.monotonic() + 120
         while True:
             if server.poll() is not None:
-                raise SystemExit(f"uvicorn exited with {server.returncode} before it was ready")
+                raise RuntimeError(f"uvicorn exited with {server.returncode} before it was ready")
             try:
                 if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("uvicorn was not ready after 120 s")
+                raise RuntimeError("uvicorn was not ready after 120 s")
             time.sleep(0.1)
         yield Server(url, server.pid)
     finally:

@@ -256,8 +256,6 @@ def ancestry_weights(model: BreedVAE, z: Tensor, probabilities: Tensor, max_bree
 
 def ancestry(model: BreedVAE, image: Tensor, max_breeds: int = 3, steps: int = 150) -> Ancestry:
     """Which mix of known breeds best explains one photo (1, 3, S, S)? See :func:`ancestry_weights`."""
-    if max_breeds < 1:
-        raise LatentOpError("max_breeds must be at least 1")
     enc = encode(model, image)
     device = model.prior_mean.device
     z = enc.mean[0].to(device)

@@ -342,8 +342,7 @@ class BreedVAE(nn.Module):
             eps = torch.randn(len(sampled), cfg.latent_dim, device=x.device)
             z_prior = self.prior_mean[sampled] + torch.einsum("nij,nj->ni", self.prior_cholesky[sampled], eps)
         images = self.decode(torch.cat([z, z_prior]), weights)
-        recon, fake = images[:half], images[half:]
-        x = x[:half]
+        recon, x = images[:half], x[:half]
         rec_loss = (recon - x).abs().mean() + (recon - x).pow(2).mean()
         adv_loss = -discriminator(images, weights).mean()
         last = self.decoder.head[-1].weight

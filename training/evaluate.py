@@ -16,6 +16,7 @@ with a real-vs-real floor (held-out vs as many training photos) for scale.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from model import checkpoint, latent_ops
 from model.imaging import labelled_rows
 from model.vae import BreedVAE
-from training.data import find_photos, load_images, to_tensor
+from training.data import default_cache_dir, find_photos, load_images, to_tensor
 
 
 @torch.no_grad()
@@ -107,10 +108,6 @@ class FID:
 
     def cached_statistics(self, images: torch.Tensor, desc: str, key: str, cache_dir: Path | None) -> dict[str, np.ndarray]:
         """Statistics of real photos, cached by ``key`` (which names the photos): every checkpoint of one split shares them."""
-        import hashlib
-
-        from training.data import default_cache_dir
-
         path = Path(cache_dir or default_cache_dir()) / f"fid-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
         if path.is_file():
             with np.load(path) as cached:

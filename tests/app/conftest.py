@@ -2,19 +2,17 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.core.config import get_settings
+from bench.server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,12 +44,6 @@ def png_size(data: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def uvicorn(checkpoint: Path, port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "VAE_DOGS_CHECKPOINT": str(checkpoint), "VAE_DOGS_DEVICE": "cpu"}
     return subprocess.Popen(
@@ -62,22 +54,6 @@ def uvicorn(checkpoint: Path, port: int) -> subprocess.Popen[str]:
 
 @pytest.fixture
 def server(tiny_checkpoint: Path) -> Iterator[str]:
-    port = free_port()
-    proc = uvicorn(tiny_checkpoint, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"uvicorn exited: {proc.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("uvicorn did not become ready in 120 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """A real uvicorn serving the tiny checkpoint (bench/server.py), its URL."""
+    with running_server(tiny_checkpoint) as running:
+        yield running.url

@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import free_port, image_bytes, uvicorn
+from bench.server import free_port
+from tests.app.conftest import image_bytes, uvicorn
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from app.deps import ModelDep, SettingsDep
 from app.schemas import BreedInfo, Health, Info
