@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -321,7 +321,7 @@ class BreedVAE(nn.Module):
             extras=extras,
         )
 
-    def adversarial_loss(self, x: Tensor, breeds: Tensor, discriminator: Discriminator,
+    def adversarial_loss(self, x: Tensor, breeds: Tensor, discriminator: Callable[[Tensor, Tensor], Tensor],
                          adversarial_weight: float) -> tuple[Tensor, Tensor, dict[str, float]]:
         """Decoder loss of the adversarial stage (VAE-GAN, Larsen et al.; weighting as in VQGAN, Esser et al.).
 
@@ -330,7 +330,9 @@ class BreedVAE(nn.Module):
         make both the reconstruction and a prior sample of the same breed pass the discriminator as a
         real photo of that breed. The adversarial term's weight is set each step so that its gradient at
         the decoder's last layer has ``adversarial_weight`` times the norm of the reconstruction's.
-        Returns (loss, generated images in batch order, logs); the images are for the discriminator step.
+        ``discriminator`` is any critic ``(images, breed weights) -> scores``, e.g. a :class:`Discriminator`
+        behind a differentiable augmentation. Returns (loss, generated images in batch order, logs); the
+        images are for the discriminator step.
         """
         cfg = self.cfg
         half = x.shape[0] // 2  # the first half is reconstructed, the second half's breeds are sampled

@@ -10,7 +10,8 @@ are also written into the checkpoint card under ``evaluation`` unless ``--no-upd
 Metrics: negative ELBO in bits per dimension (one z sample per photo, pixels discretised to 8 bits),
 reconstruction MSE and PSNR, breed identification top-1/top-5 and per breed, the breed head's accuracy
 on the model's own samples, and FID of prior samples (balanced over breeds) against held-out photos,
-with a real-vs-real floor (held-out vs as many training photos) for scale.
+with a real-vs-real floor (held-out vs as many training photos) for scale, and the FID of those training
+photos' reconstructions: the bound the decoder sets, which no prior can beat.
 """
 
 from __future__ import annotations
@@ -258,10 +259,15 @@ def evaluate(
         train_ids = sorted(set(images.ids) - set(val_ids))
         train_rows = torch.randperm(len(train_ids), generator=generator)[:n_real].tolist()
         floor_ids = [train_ids[r] for r in train_rows]
-        floor_stats = fid.cached_statistics(to_tensor(images.select(floor_ids).pixels), "FID: training photos",
+        floor_photos = to_tensor(images.select(floor_ids).pixels)
+        floor_stats = fid.cached_statistics(floor_photos, "FID: training photos",
                                             json.dumps([model.cfg.image_size, floor_ids]), cache_dir)
+        # The same training photos through the autoencoder: the FID no prior can beat with this decoder.
+        reconstructions = torch.cat([latent_ops.reconstruct(model, floor_photos[i : i + 100]) for i in range(0, n_real, 100)])
+        reconstruction_stats = fid.statistics(reconstructions, "FID: reconstructions")
         metrics.update({
             "fid_prior_samples": fid.distance(real_stats, sample_stats),
+            "fid_reconstructions": fid.distance(real_stats, reconstruction_stats),
             "fid_real_vs_real": fid.distance(real_stats, floor_stats),
             "fid_samples": fid_samples,
             "fid_real_photos": int(n_real),

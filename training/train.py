@@ -56,6 +56,7 @@ from training.data import (
     SplitRecipe,
     augment,
     balanced_indices,
+    differentiable_augment,
     find_photos,
     load_images,
     split_ids,
@@ -87,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adversarial-weight", type=float, default=0.5,
                    help="adversarial gradient norm relative to the reconstruction's at the decoder's last layer")
     p.add_argument("--discriminator-lr", type=float, default=2e-4)
+    p.add_argument("--r1", type=float, default=1.0,
+                   help="R1 gradient penalty weight on real photos (Mescheder et al. 2018); 0 turns it off")
+    p.add_argument("--no-diff-augment", action="store_true",
+                   help="show the discriminator raw images instead of DiffAugment's colour/translation/cutout")
+    p.add_argument("--keep-epoch-checkpoints", action="store_true",
+                   help="also keep every epoch's checkpoint under <out>/epochs/NNN (to pick an adversarial epoch by FID)")
     p.add_argument("--plain", action="store_true",
                    help="the plain-VAE baseline of issue 7: decoder without breed input, fixed pixel scale, "
                         "no generated-breed term, samples from N(0, I)")
@@ -223,7 +230,11 @@ class AdversarialStage:
 
     The encoder, breed head and pixel scale are frozen; the decoder and the breed embeddings learn with
     Adam(0.5, 0.9), the usual GAN setting, and the discriminator takes one hinge-loss step per decoder step.
+    The discriminator sees every image through DiffAugment (both players' steps) and is regularised by a
+    lazy R1 penalty on real photos, the two remedies for the mesh artefacts of the first adversarial run.
     """
+
+    R1_EVERY = 4  # lazy regularisation (StyleGAN2): the penalty every 4th step, scaled by 4
 
     def __init__(self, model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, args: argparse.Namespace,
                  device: torch.device) -> None:
@@ -236,6 +247,14 @@ class AdversarialStage:
         self.discriminator = Discriminator(model.cfg.n_breeds).to(device)
         self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=args.discriminator_lr, betas=(0.5, 0.9))
         self.aug_gen = torch.Generator().manual_seed(args.seed * 7919)
+        self.disc_aug_gen = torch.Generator().manual_seed(args.seed * 7919 + 1)
+
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees of an image batch: DiffAugment unless --no-diff-augment."""
+        return images if self.args.no_diff_augment else differentiable_augment(images, self.disc_aug_gen)
+
+    def critic(self, images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(self.view(images), weights)
 
     def epoch(self, bar: Any, order: torch.Tensor, first_step: int, total_steps: int) -> dict[str, float]:
         model, disc, args = self.model, self.discriminator, self.args
@@ -243,6 +262,7 @@ class AdversarialStage:
         model.encoder.eval()  # frozen: no dropout/statistics drift in the parts that define z
         model.breed_head.eval()
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for i in bar:
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(first_step + i, total_steps, args.lr, warmup=100)
@@ -250,15 +270,21 @@ class AdversarialStage:
             x = augment(to_tensor(self.pixels[idx.numpy()]), self.aug_gen).to(self.device)
             y = self.labels[idx].to(self.device)
             disc.requires_grad_(False)
-            loss, generated, logs = model.adversarial_loss(x, y, disc, args.adversarial_weight)
+            loss, generated, logs = model.adversarial_loss(x, y, self.critic, args.adversarial_weight)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
             disc.requires_grad_(True)
             weights = torch.nn.functional.one_hot(y, model.cfg.n_breeds).float()
-            real_score = disc(x, weights)
-            fake_score = disc(generated, weights)
+            real = self.view(x).detach().requires_grad_(args.r1 > 0 and i % self.R1_EVERY == 0)
+            real_score = disc(real, weights)
+            fake_score = self.critic(generated, weights)
             disc_loss = torch.relu(1 - real_score).mean() + torch.relu(1 + fake_score).mean()
+            if real.requires_grad:
+                grad, = torch.autograd.grad(real_score.sum(), real, create_graph=True)
+                r1 = grad.pow(2).flatten(1).sum(1).mean()
+                disc_loss = disc_loss + 0.5 * args.r1 * self.R1_EVERY * r1
+                logs["r1"] = r1.item()
             self.disc_opt.zero_grad(set_to_none=True)
             disc_loss.backward()
             self.disc_opt.step()
@@ -266,10 +292,11 @@ class AdversarialStage:
                      "fake_score": fake_score.mean().item()}
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             if i % 10 == 0:
                 bar.set_postfix(rec=f"{sums['rec_loss'] / (i + 1):.3f}", d=f"{sums['disc_loss'] / (i + 1):.2f}",
                                 bal=f"{logs['balance']:.2f}")
-        return {f"adv_{k}": v / max(1, len(bar)) for k, v in sums.items()}
+        return {f"adv_{k}": v / counts[k] for k, v in sums.items()}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -416,6 +443,9 @@ def main(argv: list[str] | None = None) -> Path:
                 f.write(json.dumps(metrics) + "\n")
             write_figures(model, breeds, val.pixels, out, epoch + 1)
             checkpoint.save(model, {**card_base, "training_metrics": history[-1], "history": history}, out)
+            if args.keep_epoch_checkpoints:
+                checkpoint.save(model, {**card_base, "training_metrics": history[-1], "history": history},
+                                out / "epochs" / f"{epoch + 1:03d}")
             if adversarial is None:
                 save_resume_state(out, model, opt, {"epoch": epoch + 1, "history": history,
                                                     "config": cfg.to_dict(), "breeds": breeds})

@@ -79,6 +79,7 @@ def test_fid_is_computed_with_the_bundled_inception(tiny_checkpoint: Path, folde
     metrics = evaluate(tiny_checkpoint, folders_data, out=tmp_path, fid_samples=6, cache_dir=cache_dir, update_card=False)
     assert metrics["fid_prior_samples"] > 0 and math.isfinite(metrics["fid_prior_samples"])
     assert metrics["fid_real_vs_real"] >= 0
+    assert metrics["fid_reconstructions"] > 0 and math.isfinite(metrics["fid_reconstructions"])
 
 
 def test_two_process_torchrun_with_gloo(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
