@@ -4,11 +4,14 @@ Knows nothing of HTTP; the service and the evaluation both call these. Every ope
 one space: a decoder input is a pair ``(z, y)`` with ``z`` in the latent and ``y`` on the breed
 simplex, and a breed (or mix of breeds) ``w`` defines the prior
 
-    z ~ N(sum_b w_b mu_b, (sum_b w_b L_b)(sum_b w_b L_b)^T),   y = w
+    two-stage prior (the default checkpoint):  z = g(temperature * eps, w),   y = w
+    ex-post Gaussian prior:  z = mean(w) + temperature * L(w) @ eps,   y = w
 
-where ``mu_b, L_b`` are breed ``b``'s ex-post Gaussian (mean, Cholesky factor). Drawing
-``z = mean(w) + temperature * L(w) @ eps`` with ``eps`` from a seed means the same seed gives the
-same "pose noise" for every mix, so mixes can be compared side by side.
+where ``g`` is the second-stage decoder (:class:`~model.vae.LatentPrior`) and
+``mean(w) = sum_b w_b mu_b``, ``L(w) = sum_b w_b L_b`` come from breed ``b``'s ex-post Gaussian
+(mean, Cholesky factor). ``eps`` is standard normal noise drawn from a seed, so the same seed gives
+the same "pose noise" for every mix and mixes can be compared side by side. The Gaussians also give
+the closed-form densities used to read breeds off a latent (:func:`breeds_for_latent`, :func:`ancestry`).
 """
 
 from __future__ import annotations
@@ -58,11 +61,18 @@ def noise(n: int, dim: int, seed: int | None) -> Tensor:
     return torch.randn(n, dim, generator=generator)
 
 
+def noise_dim(model: BreedVAE) -> int:
+    """Size of the standard normal noise a prior sample starts from."""
+    return model.cfg.prior_noise_dim if model.latent_prior is not None else model.cfg.latent_dim
+
+
 @torch.inference_mode()
 def prior_latents(model: BreedVAE, weights: Tensor, eps: Tensor, temperature: float = 1.0) -> Tensor:
-    """z for simplex weights (n, n_breeds) and standard normal noise (n, latent_dim)."""
+    """z for simplex weights (n, n_breeds) and standard normal noise (n, noise_dim(model))."""
     device = model.prior_mean.device
     weights, eps = weights.to(device), eps.to(device)
+    if model.latent_prior is not None:
+        return model.latent_prior(temperature * eps, weights)
     mean = weights @ model.prior_mean
     cholesky = torch.einsum("nb,bij->nij", weights, model.prior_cholesky)
     return mean + temperature * torch.einsum("nij,nj->ni", cholesky, eps)
@@ -80,7 +90,7 @@ def mix_latents(
 ) -> tuple[Tensor, Tensor]:
     """Decoder inputs (z, w) for ``n`` dogs of the breed mix ``weights`` (n_breeds,)."""
     w = normalise_weights(weights.float()).expand(n, -1)
-    return prior_latents(model, w, noise(n, model.cfg.latent_dim, seed), temperature).cpu(), w
+    return prior_latents(model, w, noise(n, noise_dim(model), seed), temperature).cpu(), w
 
 
 def mix(
@@ -100,7 +110,7 @@ def sample_latents(
     else:
         breeds = torch.full((n,), breed, dtype=torch.long)
     w = one_hot(model, breeds)
-    eps = torch.randn(n, model.cfg.latent_dim, generator=generator)
+    eps = torch.randn(n, noise_dim(model), generator=generator)
     return prior_latents(model, w, eps, temperature).cpu(), w
 
 
@@ -288,7 +298,7 @@ def latent_endpoint(model: BreedVAE, weights: Tensor | None = None, latent: Tens
         z = z.float()
         return z, breeds_for_latent(model, z)
     w = normalise_weights(weights.float())[None]
-    return prior_latents(model, w, noise(1, model.cfg.latent_dim, seed), temperature).cpu(), w
+    return prior_latents(model, w, noise(1, noise_dim(model), seed), temperature).cpu(), w
 
 
 def morph(model: BreedVAE, start: tuple[Tensor, Tensor], end: tuple[Tensor, Tensor], steps: int) -> Tensor:

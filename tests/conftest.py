@@ -84,3 +84,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, folders_data: Path
            "--cache-dir", str(cache_dir), "--no-progress", "--kl-warmup-epochs", "1", *TINY_ARCH])
     evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_two_stage_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> Path:
+    """The tiny checkpoint with a two-stage latent prior (what the default checkpoint has), then evaluated."""
+    from training.evaluate import evaluate
+    from training.prior import main as fit_prior
+
+    out = tmp_path_factory.mktemp("tiny-two-stage")
+    fit_prior(["--init-from", str(tiny_checkpoint), "--data", str(folders_data), "--out", str(out), "--steps", "60",
+               "--batch-size", "16", "--hidden", "32", "--noise-dim", "4", "--log-every", "30",
+               "--cache-dir", str(cache_dir), "--no-progress"])
+    evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
+    return out

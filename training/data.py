@@ -137,6 +137,19 @@ class SplitRecipe:
     method: str = "per-breed: sort ids, shuffle with random.Random(f'{seed}-{breed}'), first ceil(fraction*n) held out"
 
 
+def limit_per_breed(photos: DogPhotos, max_per_breed: int | None) -> DogPhotos:
+    """The first ``max_per_breed`` photos of each breed in (breed, id) order; all of them for None."""
+    if not max_per_breed:
+        return photos
+    kept: dict[str, int] = {}
+    limited = []
+    for p in sorted(photos.photos, key=lambda p: (p.breed, p.id)):
+        if kept.get(p.breed, 0) < max_per_breed:
+            kept[p.breed] = kept.get(p.breed, 0) + 1
+            limited.append(p)
+    return DogPhotos(photos.root, photos.layout, limited)
+
+
 def split_ids(photos: DogPhotos, recipe: SplitRecipe) -> tuple[list[str], list[str]]:
     """Return (train_ids, validation_ids); independent of file-system listing order."""
     by_breed: dict[str, list[str]] = {}

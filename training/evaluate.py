@@ -94,7 +94,7 @@ def balanced_samples(model: BreedVAE, n: int, seed: int, batch: int = 100) -> tu
     images = []
     for i in range(0, n, batch):
         w = latent_ops.one_hot(model, breeds[i : i + batch])
-        eps = torch.randn(len(w), model.cfg.latent_dim, generator=generator)
+        eps = torch.randn(len(w), latent_ops.noise_dim(model), generator=generator)
         images.append(latent_ops.decode(model, latent_ops.prior_latents(model, w, eps), w))
     return torch.cat(images), breeds
 
@@ -180,7 +180,7 @@ def pairwise_mixes(model: BreedVAE, breeds: list[str], seed: int) -> torch.Tenso
     n = len(breeds)
     eye = torch.eye(n)
     weights = ((eye[:, None, :] + eye[None, :, :]) / 2).reshape(n * n, n)
-    eps = latent_ops.noise(1, model.cfg.latent_dim, seed).expand(n * n, -1)
+    eps = latent_ops.noise(1, latent_ops.noise_dim(model), seed).expand(n * n, -1)
     images = [latent_ops.decode(model, latent_ops.prior_latents(model, weights[i : i + 256], eps[i : i + 256]), weights[i : i + 256])
               for i in range(0, n * n, 256)]
     return torch.cat(images)

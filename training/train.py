@@ -58,6 +58,7 @@ from training.data import (
     balanced_indices,
     differentiable_augment,
     find_photos,
+    limit_per_breed,
     load_images,
     split_ids,
     to_tensor,
@@ -310,15 +311,7 @@ def main(argv: list[str] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     show_progress = ddp.main and not args.no_progress
 
-    photos = find_photos(args.data)
-    if args.max_per_breed:
-        kept: dict[str, int] = {}
-        limited = []
-        for p in sorted(photos.photos, key=lambda p: (p.breed, p.id)):
-            if kept.get(p.breed, 0) < args.max_per_breed:
-                kept[p.breed] = kept.get(p.breed, 0) + 1
-                limited.append(p)
-        photos = type(photos)(photos.root, photos.layout, limited)
+    photos = limit_per_breed(find_photos(args.data), args.max_per_breed)
     breeds = photos.breeds
     breed_index = {b: i for i, b in enumerate(breeds)}
     recipe = SplitRecipe(seed=args.seed, validation_fraction=args.validation_fraction)

@@ -11,9 +11,13 @@ from model import checkpoint, latent_ops
 from model.latent_ops import LatentOpError
 
 
-@pytest.fixture(scope="module")
-def model(tiny_checkpoint: Path):
-    return checkpoint.load(tiny_checkpoint)[0]
+@pytest.fixture(scope="module", params=["ex_post", "two_stage"])
+def model(request: pytest.FixtureRequest, tiny_checkpoint: Path):
+    """Both ways of sampling z: the stage-1 checkpoint and the same with a two-stage prior."""
+    folder = tiny_checkpoint if request.param == "ex_post" else request.getfixturevalue("tiny_two_stage_checkpoint")
+    loaded = checkpoint.load(folder)[0]
+    assert loaded.cfg.latent_prior == request.param
+    return loaded
 
 
 @pytest.mark.parametrize("weights, message", [

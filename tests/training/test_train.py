@@ -152,3 +152,37 @@ def test_compare_figure_puts_two_checkpoints_side_by_side(tmp_path: Path, tiny_c
         assert figure.height > 3 * 64  # three rows of 64 px samples (scaled) under a header
     with pytest.raises(SystemExit, match="unknown breed 'poodle'"):
         compare([str(tiny_checkpoint), str(tiny_checkpoint), "--out", str(tmp_path / "x.png"), "--breeds", "poodle"])
+
+
+def test_latent_prior_stage_adds_a_two_stage_prior(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> None:
+    from training.prior import main as fit_prior
+
+    out = tmp_path / "prior"
+    fit_prior(["--init-from", str(tiny_checkpoint), "--data", str(folders_data), "--out", str(out), "--steps", "40",
+               "--batch-size", "16", "--hidden", "32", "--noise-dim", "4", "--log-every", "20",
+               "--cache-dir", str(cache_dir), "--no-progress"])
+    model, card = checkpoint.load(out)
+    source, _ = checkpoint.load(tiny_checkpoint)
+    assert model.cfg.latent_prior == "two_stage" and model.latent_prior is not None
+    state, source_state = model.state_dict(), source.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in source_state.items())  # stage 1 copied unchanged
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged] == [20, 40] and all(math.isfinite(e["stop_neg_elbo"] + e["val_neg_elbo"]) for e in logged)
+    assert card["latent_prior_training"]["best_step"] in (20, 40)
+    assert card["latent_prior_training"]["args"]["steps"] == 40 and card["split"] == checkpoint.read_card(tiny_checkpoint)["split"]
+    assert (out / "figures" / "samples-prior.png").is_file()
+    # Sampling now goes through the prior: its noise has noise_dim numbers, and a seed fixes the dog.
+    assert latent_ops.noise_dim(model) == 4
+    z, w = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
+    assert z.shape == (2, model.cfg.latent_dim) and torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 1.0, 0.0]), n=2, seed=7)[0])
+    assert latent_ops.sample(model, 3, breed=1, seed=1).shape == (3, 3, 64, 64)
+
+
+def test_latent_prior_stage_refuses_other_data(tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path) -> None:
+    from tests.conftest import write_kaggle
+    from training.prior import main as fit_prior
+
+    data = write_kaggle(tmp_path / "kaggle")
+    with pytest.raises(SystemExit, match="held-out photos"):
+        fit_prior(["--init-from", str(tiny_checkpoint), "--data", str(data), "--out", str(tmp_path / "p"),
+                   "--steps", "2", "--cache-dir", str(cache_dir), "--no-progress"])

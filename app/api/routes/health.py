@@ -26,6 +26,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         breeds=[BreedInfo(**b) for b in card["breeds"]],
         resolution=service.image_size,
         latent_dim=service.model.cfg.latent_dim,
+        latent_prior=service.model.cfg.latent_prior,
         device=str(service.device),
         checkpoint=str(settings.checkpoint),
         checkpoint_sha256=card["weights_sha256"],

@@ -1,0 +1,181 @@
+"""Fit the two-stage latent prior (Dai & Wipf 2019) to a trained checkpoint and write a new checkpoint.
+
+    python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior
+
+Stage 1 (``python -m training``) leaves a VAE whose decoder only knows the thin set of latents that real
+photos occupy; per-breed Gaussians over them (its ex-post prior) sample mostly off that set, and those
+latents decode to texture soup. This command encodes the checkpoint's own training photos (the card's split,
+so no held-out photo is seen), trains a small breed-conditional VAE on those latents
+(:class:`model.vae.LatentPrior`), keeps the step whose ELBO on a slice of them it did not train on is best
+(early stopping), and writes the same model with ``latent_prior = "two_stage"``: sampling,
+mixing and morphing then draw ``z = g(u, breeds)`` with ``u ~ N(0, I)``. The encoder, decoder, breed head
+and ex-post Gaussians are copied unchanged. One process, a few minutes on 2 CPU cores; it runs on a GPU
+when there is one (``--device``). Writes ``metrics.jsonl`` (one line per ``--log-every`` steps, with the
+early-stopping and held-out latents' negative ELBO) and ``figures/samples-prior.png`` (8 samples per breed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model import checkpoint, latent_ops
+from model.imaging import labelled_rows
+from model.vae import BreedVAE, VAEConfig
+from training.data import balanced_indices, find_photos, limit_per_breed, load_images
+from training.train import git_commit, lr_at, posterior_means
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n")[0])
+    p.add_argument("--init-from", type=Path, required=True, help="a checkpoint made by python -m training")
+    p.add_argument("--data", type=Path, required=True, help="the data folder that checkpoint was trained on")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--noise-dim", type=int, default=64, help="size of the prior's noise u")
+    p.add_argument("--hidden", type=int, default=512, help="width of the prior's MLPs")
+    p.add_argument("--log-every", type=int, default=250, help="steps between held-out checks (and log lines)")
+    p.add_argument("--stop-fraction", type=float, default=0.05,
+                   help="share of the training latents held back to pick the step with the best held-out ELBO")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache (default ~/.cache/vae-dogs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the tqdm bar (logs stay)")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1 or args.noise_dim < 1 or args.hidden < 1:
+        p.error("--steps, --batch-size, --noise-dim and --hidden must be positive")
+    if not 0 < args.stop_fraction < 1:
+        p.error("--stop-fraction must lie between 0 and 1")
+    return args
+
+
+def split_latents(model: BreedVAE, card: dict[str, Any], data: Path, cache_dir: Path | None,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Posterior means and breed indices of the checkpoint's training and held-out photos."""
+    breeds = [b["name"] for b in card["breeds"]]
+    photos = limit_per_breed(find_photos(data), (card.get("training") or {}).get("max_per_breed"))
+    if photos.breeds != breeds:
+        raise SystemExit(f"{data} has breeds {photos.breeds}, but the checkpoint was trained on {breeds}")
+    images = load_images(photos, model.cfg.image_size, cache_dir)
+    val_ids = card["split"]["validation_ids"]
+    missing = set(val_ids) - set(images.ids)
+    if missing:
+        raise SystemExit(f"{len(missing)} held-out photos of the checkpoint are not under {data}: is it the same data?")
+    held_out = set(val_ids)
+    train = images.select([i for i in images.ids if i not in held_out])
+    val = images.select(val_ids)
+    index = {b: i for i, b in enumerate(breeds)}
+    return (posterior_means(model, train.pixels, device), torch.tensor([index[b] for b in train.breeds]),
+            posterior_means(model, val.pixels, device), torch.tensor([index[b] for b in val.breeds]))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    source, card = checkpoint.load(args.init_from, device)
+    cfg = VAEConfig.from_dict(source.cfg.to_dict() | {
+        "latent_prior": "two_stage", "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden})
+    if source.cfg.latent_prior == "standard":
+        raise SystemExit(f"{args.init_from} is a plain VAE (--plain); the two-stage prior is for the breed-conditional model")
+    torch.manual_seed(args.seed)
+    model = BreedVAE(cfg).to(device)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("latent_prior.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("latent_prior.") for k in missing):
+        raise SystemExit(f"{args.init_from}: unexpected weights {unexpected[:3]} or missing {missing[:3]}")
+    model.eval()
+    prior = model.latent_prior
+    assert prior is not None
+
+    with torch.no_grad():
+        train_z, train_y, val_z, val_y = split_latents(model, card, args.data, args.cache_dir, device)
+    # Early stopping: the prior overfits ~17k latents within a few thousand steps (its held-out ELBO turns
+    # up), and an overfitted prior replays training photos. A slice of the *training* latents picks the
+    # step, so the checkpoint's held-out photos stay unseen until evaluation.
+    generator = torch.Generator().manual_seed(args.seed)
+    shuffled = torch.randperm(len(train_z), generator=generator)
+    n_stop = max(1, int(args.stop_fraction * len(train_z)))
+    stop_z, stop_y = train_z[shuffled[:n_stop]], train_y[shuffled[:n_stop]]
+    train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
+    prior.fit_standardisation(train_z.to(device))
+    print(f"{len(train_z)} training / {n_stop} early-stopping / {len(val_z)} held-out latents of {args.init_from}; "
+          f"prior: {sum(p.numel() for p in prior.parameters()):,} parameters on {device}", flush=True)
+    n_breeds = cfg.n_breeds
+    train_w = F.one_hot(train_y, n_breeds).float()
+    checks = {"stop": (stop_z.to(device), F.one_hot(stop_y, n_breeds).float().to(device)),
+              "val": (val_z.to(device), F.one_hot(val_y, n_breeds).float().to(device))}
+    order = balanced_indices(train_y, args.steps * args.batch_size, generator)  # every breed equally often
+    best: tuple[float, int, dict[str, torch.Tensor]] = (float("inf"), 0, {})
+    opt = torch.optim.Adam(prior.parameters(), lr=args.lr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    started, running, since_log = time.time(), 0.0, 0
+    prior.train()
+    bar = tqdm(range(args.steps), desc="latent prior", disable=args.no_progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, warmup=200)
+        idx = order[step * args.batch_size : (step + 1) * args.batch_size]
+        loss, kl = prior.loss(train_z[idx].to(device), train_w[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running, since_log = running + loss.item(), since_log + 1
+        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+            entry: dict[str, Any] = {"step": step + 1, "seconds": round(time.time() - started, 1),
+                                     "train_neg_elbo": running / since_log}
+            prior.eval()
+            with torch.no_grad():
+                for name, (z, w) in checks.items():
+                    torch.manual_seed(1234)  # the same u noise at every check
+                    loss, kl = prior.loss(z, w)
+                    entry |= {f"{name}_neg_elbo": loss.item(), f"{name}_kl": kl.item()}
+            prior.train()
+            entry["output_scale"] = prior.log_gamma.detach().clamp(min=-6.0).exp().item()
+            if entry["stop_neg_elbo"] < best[0]:
+                best = (entry["stop_neg_elbo"], step + 1, {k: v.detach().clone() for k, v in prior.state_dict().items()})
+            running, since_log = 0.0, 0
+            history.append(entry)
+            with open(args.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            bar.set_postfix(stop=f"{entry['stop_neg_elbo']:.1f}", best_step=best[1], scale=f"{entry['output_scale']:.2f}")
+    prior.load_state_dict(best[2])
+    model.eval()
+
+    breeds = [b["name"] for b in card["breeds"]]
+    (args.out / "figures").mkdir(exist_ok=True)
+    samples = torch.cat([latent_ops.sample(model, 8, breed=b, seed=b) for b in range(n_breeds)])
+    labelled_rows(samples, breeds, columns=8).save(args.out / "figures" / "samples-prior.png")
+    new_card = {k: card[k] for k in ("breeds", "data", "split") if k in card}
+    new_card |= {
+        "training": card.get("training"),
+        "training_metrics": card.get("training_metrics"),
+        "history": card.get("history"),
+        "latent_prior_training": {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                                  "best_step": best[1], "history": history, "git_commit": git_commit()},
+        "git_commit": card.get("git_commit"),
+        "init_from_card": {k: card.get(k) for k in ("training", "git_commit", "init_from_card")},
+    }
+    checkpoint.save(model, new_card, args.out)
+    kept = next(e for e in history if e["step"] == best[1])
+    print(f"wrote {args.out}: kept step {best[1]} of {args.steps}, negative ELBO of the held-out photos' latents "
+          f"{kept['val_neg_elbo']:.1f} nats, {history[-1]['seconds']:.0f}s", flush=True)
+    return args.out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
