@@ -4,10 +4,12 @@ Knows nothing of HTTP; the service and the evaluation both call these. Every ope
 one space: a decoder input is a pair ``(z, y)`` with ``z`` in the latent and ``y`` on the breed
 simplex, and a breed (or mix of breeds) ``w`` defines the prior
 
-    two-stage prior (the default checkpoint):  z = g(temperature * eps, w),   y = w
+    two-stage prior (the default checkpoint):  z = g(t * u, w) + t * r * gamma * e,   y = w
     ex-post Gaussian prior:  z = mean(w) + temperature * L(w) @ eps,   y = w
 
-where ``g`` is the second-stage decoder (:class:`~model.vae.LatentPrior`) and
+with ``eps = (u, e)`` and ``t`` the temperature, where ``g`` is the second-stage decoder
+(:class:`~model.vae.LatentPrior`), ``gamma`` its learned output std, ``r`` the checkpoint's
+``prior_residual_scale`` (0.5: it gave the lowest FID, see the README), and
 ``mean(w) = sum_b w_b mu_b``, ``L(w) = sum_b w_b L_b`` come from breed ``b``'s ex-post Gaussian
 (mean, Cholesky factor). ``eps`` is standard normal noise drawn from a seed, so the same seed gives
 the same "pose noise" for every mix and mixes can be compared side by side. The Gaussians also give
@@ -62,8 +64,10 @@ def noise(n: int, dim: int, seed: int | None) -> Tensor:
 
 
 def noise_dim(model: BreedVAE) -> int:
-    """Size of the standard normal noise a prior sample starts from."""
-    return model.cfg.prior_noise_dim if model.latent_prior is not None else model.cfg.latent_dim
+    """Size of the standard normal noise a prior sample starts from (two-stage: u, then the residual)."""
+    if model.latent_prior is not None:
+        return model.cfg.prior_noise_dim + model.cfg.latent_dim
+    return model.cfg.latent_dim
 
 
 @torch.inference_mode()
@@ -72,7 +76,8 @@ def prior_latents(model: BreedVAE, weights: Tensor, eps: Tensor, temperature: fl
     device = model.prior_mean.device
     weights, eps = weights.to(device), eps.to(device)
     if model.latent_prior is not None:
-        return model.latent_prior(temperature * eps, weights)
+        u, residual = eps.split([model.cfg.prior_noise_dim, model.cfg.latent_dim], dim=1)
+        return model.latent_prior(temperature * u, weights, temperature * model.cfg.prior_residual_scale * residual)
     mean = weights @ model.prior_mean
     cholesky = torch.einsum("nb,bij->nij", weights, model.prior_cholesky)
     return mean + temperature * torch.einsum("nij,nj->ni", cholesky, eps)

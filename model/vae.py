@@ -98,7 +98,10 @@ class VAEConfig:
     # "standard": they give the closed-form densities behind identification from z and ancestry.
     latent_prior: str = "ex_post"
     prior_noise_dim: int = 64  # size of u in the two-stage prior
-    prior_hidden: int = 1024  # width of its MLPs
+    prior_hidden: int = 512  # width of its MLPs
+    # z = g(u, y) + prior_residual_scale * (its learned output std) * eps. 1 is the fitted density; the mean
+    # alone (0) decodes to blurry averages, the full residual partly back to soup (FID in the README).
+    prior_residual_scale: float = 0.5
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -275,9 +278,15 @@ class LatentPrior(nn.Module):
         self.z_mean.copy_(latents.mean(0))
         self.z_scale.copy_(latents.std(0).clamp_min(1e-6))
 
-    def forward(self, u: Tensor, breed_weights: Tensor) -> Tensor:
-        """(n, prior_noise_dim) noise and (n, n_breeds) simplex weights -> (n, latent_dim) latents."""
-        return self.decoder(torch.cat([u, breed_weights], dim=1)) * self.z_scale + self.z_mean
+    def forward(self, u: Tensor, breed_weights: Tensor, residual: Tensor | None = None) -> Tensor:
+        """(n, prior_noise_dim) noise and (n, n_breeds) simplex weights -> (n, latent_dim) latents.
+
+        ``residual`` (n, latent_dim), already scaled, is added in standardised units times the learned
+        output std: the part of z the second stage leaves to independent noise."""
+        x = self.decoder(torch.cat([u, breed_weights], dim=1))
+        if residual is not None:
+            x = x + residual * self.log_gamma.clamp(min=-6.0).exp()
+        return x * self.z_scale + self.z_mean
 
     def loss(self, z: Tensor, breed_weights: Tensor) -> tuple[Tensor, Tensor]:
         """(negative ELBO of standardised z per latent in nats, KL per latent), both batch means."""

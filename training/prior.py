@@ -10,7 +10,7 @@ so no held-out photo is seen), trains a small breed-conditional VAE on those lat
 (early stopping), and writes the same model with ``latent_prior = "two_stage"``: sampling,
 mixing and morphing then draw ``z = g(u, breeds)`` with ``u ~ N(0, I)``. The encoder, decoder, breed head
 and ex-post Gaussians are copied unchanged. One process, a few minutes on 2 CPU cores; it runs on a GPU
-when there is one (``--device``). Writes ``metrics.jsonl`` (one line per ``--log-every`` steps, with the
+when there is one (``--device``). Writes ``prior-metrics.jsonl`` (one line per ``--log-every`` steps, with the
 early-stopping and held-out latents' negative ELBO) and ``figures/samples-prior.png`` (8 samples per breed).
 """
 
@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--noise-dim", type=int, default=64, help="size of the prior's noise u")
     p.add_argument("--hidden", type=int, default=512, help="width of the prior's MLPs")
+    p.add_argument("--residual-scale", type=float, default=0.5,
+                   help="share of the prior's learned output noise added to samples (0: its mean, 1: its full density)")
     p.add_argument("--log-every", type=int, default=250, help="steps between held-out checks (and log lines)")
     p.add_argument("--stop-fraction", type=float, default=0.05,
                    help="share of the training latents held back to pick the step with the best held-out ELBO")
@@ -55,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.noise_dim < 1 or args.hidden < 1:
         p.error("--steps, --batch-size, --noise-dim and --hidden must be positive")
+    if not 0 <= args.residual_scale <= 1:
+        p.error("--residual-scale must lie between 0 and 1")
     if not 0 < args.stop_fraction < 1:
         p.error("--stop-fraction must lie between 0 and 1")
     return args
@@ -88,7 +92,8 @@ def main(argv: list[str] | None = None) -> Path:
                           "cpu" if args.device == "auto" else args.device)
     source, card = checkpoint.load(args.init_from, device)
     cfg = VAEConfig.from_dict(source.cfg.to_dict() | {
-        "latent_prior": "two_stage", "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden})
+        "latent_prior": "two_stage", "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden,
+        "prior_residual_scale": args.residual_scale})
     if source.cfg.latent_prior == "standard":
         raise SystemExit(f"{args.init_from} is a plain VAE (--plain); the two-stage prior is for the breed-conditional model")
     torch.manual_seed(args.seed)
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> Path:
                 best = (entry["stop_neg_elbo"], step + 1, {k: v.detach().clone() for k, v in prior.state_dict().items()})
             running, since_log = 0.0, 0
             history.append(entry)
-            with open(args.out / "metrics.jsonl", "a") as f:
+            with open(args.out / "prior-metrics.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
             bar.set_postfix(stop=f"{entry['stop_neg_elbo']:.1f}", best_step=best[1], scale=f"{entry['output_scale']:.2f}")
     prior.load_state_dict(best[2])

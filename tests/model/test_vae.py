@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -105,3 +107,14 @@ def test_two_stage_prior_learns_where_the_latents_lie() -> None:
     def distance_to_data(points: torch.Tensor) -> float:
         return torch.cdist(points, on_curve).min(1).values.median().item()
     assert distance_to_data(z) < 0.5 * distance_to_data(gaussian)
+
+
+def test_two_stage_residual_noise_is_scaled_by_the_learned_output_std() -> None:
+    cfg = VAEConfig(**{**SMALL, "latent_prior": "two_stage", "prior_noise_dim": 2, "prior_hidden": 16})
+    prior = BreedVAE(cfg).latent_prior
+    with torch.no_grad():
+        prior.log_gamma.fill_(math.log(0.5))
+        prior.z_scale.fill_(2.0)
+    u, w, e = torch.randn(3, 2), torch.eye(4)[:3], torch.randn(3, 6)
+    with torch.no_grad():
+        assert torch.allclose(prior(u, w, e) - prior(u, w), e * 0.5 * 2.0, atol=1e-5)

@@ -166,13 +166,14 @@ def test_latent_prior_stage_adds_a_two_stage_prior(tmp_path: Path, tiny_checkpoi
     assert model.cfg.latent_prior == "two_stage" and model.latent_prior is not None
     state, source_state = model.state_dict(), source.state_dict()
     assert all(torch.equal(state[k], v) for k, v in source_state.items())  # stage 1 copied unchanged
-    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (out / "prior-metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in logged] == [20, 40] and all(math.isfinite(e["stop_neg_elbo"] + e["val_neg_elbo"]) for e in logged)
     assert card["latent_prior_training"]["best_step"] in (20, 40)
     assert card["latent_prior_training"]["args"]["steps"] == 40 and card["split"] == checkpoint.read_card(tiny_checkpoint)["split"]
     assert (out / "figures" / "samples-prior.png").is_file()
     # Sampling now goes through the prior: its noise has noise_dim numbers, and a seed fixes the dog.
-    assert latent_ops.noise_dim(model) == 4
+    assert latent_ops.noise_dim(model) == 4 + model.cfg.latent_dim  # u, then the residual noise
+    assert model.cfg.prior_residual_scale == 0.5
     z, w = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
     assert z.shape == (2, model.cfg.latent_dim) and torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 1.0, 0.0]), n=2, seed=7)[0])
     assert latent_ops.sample(model, 3, breed=1, seed=1).shape == (3, 3, 64, 64)
