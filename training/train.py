@@ -16,6 +16,11 @@ Stage 2, the adversarial decoder (encoder, breed head and ex-post prior stay fix
 
     python -m training --data ../shared/dogs --out runs/dogs64-adv --init-from runs/dogs64 --adversarial --epochs 6 --lr 2e-4
 
+The two-stage latent prior that the default checkpoint samples from is fitted afterwards by its own command
+(``training/prior.py``):
+
+    python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior
+
 The plain-VAE baseline of issue 7 (no breed input to the decoder, fixed pixel scale, samples from N(0, I)):
 
     python -m training --data ../shared/dogs --out runs/plain64 --plain --epochs 10
