@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> Path:
     with torch.no_grad():
         train_z, train_y, val_z, val_y = split_latents(model, card, args.data, args.cache_dir, device)
     # Early stopping: the prior overfits ~17k latents within a few thousand steps (its held-out ELBO turns
-    # up), and an overfitted prior replays training photos. A slice of the *training* latents picks the
-    # step, so the checkpoint's held-out photos stay unseen until evaluation.
+    # up). A slice of the *training* latents picks the step, so the checkpoint's held-out photos stay
+    # unseen until evaluation.
     generator = torch.Generator().manual_seed(args.seed)
     shuffled = torch.randperm(len(train_z), generator=generator)
     n_stop = max(1, int(args.stop_fraction * len(train_z)))
