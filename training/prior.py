@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--residual-scale", type=float, default=0.5,
                    help="share of the prior's learned output noise added to samples (0: its mean, 1: its full density)")
     p.add_argument("--log-every", type=int, default=250, help="steps between held-out checks (and log lines)")
+    p.add_argument("--patience", type=int, default=8,
+                   help="stop after this many checks without a better early-stopping ELBO (0: run all --steps)")
     p.add_argument("--stop-fraction", type=float, default=0.05,
                    help="share of the training latents held back to pick the step with the best held-out ELBO")
     p.add_argument("--seed", type=int, default=0)
@@ -59,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps, --batch-size, --noise-dim and --hidden must be positive")
     if not 0 <= args.residual_scale <= 1:
         p.error("--residual-scale must lie between 0 and 1")
+    if args.patience < 0:
+        p.error("--patience must not be negative")
     if not 0 < args.stop_fraction < 1:
         p.error("--stop-fraction must lie between 0 and 1")
     return args
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> Path:
               "val": (val_z.to(device), F.one_hot(val_y, n_breeds).float().to(device))}
     order = balanced_indices(train_y, args.steps * args.batch_size, generator)  # every breed equally often
     best: tuple[float, int, dict[str, torch.Tensor]] = (float("inf"), 0, {})
+    checks_since_best = 0
     opt = torch.optim.Adam(prior.parameters(), lr=args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
@@ -153,11 +158,17 @@ def main(argv: list[str] | None = None) -> Path:
             entry["output_scale"] = prior.log_gamma.detach().clamp(min=-6.0).exp().item()
             if entry["stop_neg_elbo"] < best[0]:
                 best = (entry["stop_neg_elbo"], step + 1, {k: v.detach().clone() for k, v in prior.state_dict().items()})
+                checks_since_best = 0
+            else:
+                checks_since_best += 1
             running, since_log = 0.0, 0
             history.append(entry)
             with open(args.out / "prior-metrics.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
             bar.set_postfix(stop=f"{entry['stop_neg_elbo']:.1f}", best_step=best[1], scale=f"{entry['output_scale']:.2f}")
+            if args.patience and checks_since_best >= args.patience:
+                print(f"stopped at step {step + 1}: no better early-stopping ELBO for {args.patience} checks", flush=True)
+                break
     prior.load_state_dict(best[2])
     model.eval()
 
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> Path:
     }
     checkpoint.save(model, new_card, args.out)
     kept = next(e for e in history if e["step"] == best[1])
-    print(f"wrote {args.out}: kept step {best[1]} of {args.steps}, negative ELBO of the held-out photos' latents "
+    print(f"wrote {args.out}: kept step {best[1]} of {history[-1]['step']}, negative ELBO of the held-out photos' latents "
           f"{kept['val_neg_elbo']:.1f} nats, {history[-1]['seconds']:.0f}s", flush=True)
     return args.out
 

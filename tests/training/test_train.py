@@ -199,3 +199,17 @@ def test_fid_sweep_reproduces_the_evaluation_at_the_checkpoints_settings(tiny_tw
                        cache_dir=cache_dir, update_card=False)
     assert math.isclose(rows[2]["fid_prior_samples"], metrics["fid_prior_samples"], rel_tol=1e-6)
     assert rows[0]["fid_prior_samples"] != rows[2]["fid_prior_samples"]
+
+
+def test_latent_prior_stage_stops_when_the_early_stopping_elbo_stalls(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path,
+                                                                       cache_dir: Path) -> None:
+    from training.prior import main as fit_prior
+
+    out = tmp_path / "patient"
+    # A zero learning rate never improves on the first check, so the run stops after 1 + patience checks.
+    fit_prior(["--init-from", str(tiny_checkpoint), "--data", str(folders_data), "--out", str(out), "--steps", "100",
+               "--lr", "0", "--batch-size", "16", "--hidden", "16", "--noise-dim", "2", "--log-every", "5",
+               "--patience", "2", "--cache-dir", str(cache_dir), "--no-progress"])
+    logged = [json.loads(line)["step"] for line in (out / "prior-metrics.jsonl").read_text().splitlines()]
+    assert logged == [5, 10, 15]
+    assert checkpoint.read_card(out)["latent_prior_training"]["best_step"] == 5
