@@ -274,6 +274,10 @@ class LatentPrior(nn.Module):
         self.register_buffer("z_mean", torch.zeros(d))
         self.register_buffer("z_scale", torch.ones(d))
 
+    def log_output_scale(self) -> Tensor:
+        """log gamma, floored so the likelihood cannot diverge once z is fitted closely."""
+        return self.log_gamma.clamp(min=-6.0)
+
     @torch.no_grad()
     def fit_standardisation(self, latents: Tensor) -> None:
         self.z_mean.copy_(latents.mean(0))
@@ -286,7 +290,7 @@ class LatentPrior(nn.Module):
         output std: the part of z the second stage leaves to independent noise."""
         x = self.decoder(torch.cat([u, breed_weights], dim=1))
         if residual is not None:
-            x = x + residual * self.log_gamma.clamp(min=-6.0).exp()
+            x = x + residual * self.log_output_scale().exp()
         return x * self.z_scale + self.z_mean
 
     def loss(self, z: Tensor, breed_weights: Tensor) -> tuple[Tensor, Tensor]:
@@ -295,7 +299,7 @@ class LatentPrior(nn.Module):
         mu, log_var = self.encoder(torch.cat([x, breed_weights], dim=1)).chunk(2, dim=1)
         u = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
         x_hat = self.decoder(torch.cat([u, breed_weights], dim=1))
-        log_gamma = self.log_gamma.clamp(min=-6.0)
+        log_gamma = self.log_output_scale()
         nll = (0.5 * (x - x_hat).pow(2) * torch.exp(-2 * log_gamma) + log_gamma + 0.5 * math.log(2 * math.pi)).sum(1)
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)
         return (nll + kl).mean(), kl.mean()

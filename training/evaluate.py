@@ -34,7 +34,7 @@ from tqdm import tqdm
 from model import checkpoint, latent_ops
 from model.imaging import labelled_rows
 from model.vae import BreedVAE
-from training.data import default_cache_dir, find_photos, load_images, to_tensor
+from training.data import ImageArray, default_cache_dir, find_photos, load_images, to_tensor
 
 
 @torch.no_grad()
@@ -202,6 +202,15 @@ def ancestry_recovery(model: BreedVAE, seed: int) -> float:
     return hits / n
 
 
+def held_out_photos(card: dict[str, Any], images: ImageArray, data: Path) -> ImageArray:
+    """The checkpoint's held-out photos (its card's split) among ``images``; exits if any is missing."""
+    val_ids = card["split"]["validation_ids"]
+    missing = sorted(set(val_ids) - set(images.ids))
+    if missing:
+        raise SystemExit(f"{len(missing)} held-out photos of this checkpoint are not under {data} (e.g. {missing[:3]})")
+    return images.select(val_ids)
+
+
 def held_out_reference(fid: FID, val_ids: list[str], val_pixels: np.ndarray, n: int, seed: int, image_size: int,
                        cache_dir: Path | None) -> tuple[dict[str, np.ndarray], torch.Generator]:
     """FID statistics of ``n`` held-out photos drawn with ``seed`` (cached), and the generator after the draw."""
@@ -220,13 +229,10 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
     settings reproduces its ``fid_prior_samples``. Only FID: about 3 minutes per row on 2 CPU cores.
     """
     model, card = checkpoint.load(checkpoint_dir, device)
-    val_ids = card["split"]["validation_ids"]
-    images = load_images(find_photos(data), model.cfg.image_size, cache_dir)
-    if set(val_ids) - set(images.ids):
-        raise SystemExit(f"held-out photos of this checkpoint are not under {data}")
+    val = held_out_photos(card, load_images(find_photos(data), model.cfg.image_size, cache_dir), data)
     fid = FID(torch.device(device))
-    n = min(fid_samples, len(val_ids))
-    real_stats, _ = held_out_reference(fid, val_ids, images.select(val_ids).pixels, n, seed, model.cfg.image_size, cache_dir)
+    n = min(fid_samples, len(val.ids))
+    real_stats, _ = held_out_reference(fid, val.ids, val.pixels, n, seed, model.cfg.image_size, cache_dir)
     if residual_scales and model.latent_prior is None:
         raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
     rows = []
@@ -259,11 +265,8 @@ def evaluate(
     breed_index = {b: i for i, b in enumerate(breeds)}
     photos = find_photos(data)
     images = load_images(photos, model.cfg.image_size, cache_dir)
-    val_ids = card["split"]["validation_ids"]
-    missing = sorted(set(val_ids) - set(images.ids))
-    if missing:
-        raise SystemExit(f"{len(missing)} held-out photos of this checkpoint are not under {data} (e.g. {missing[:3]})")
-    val = images.select(val_ids)
+    val = held_out_photos(card, images, data)
+    val_ids = val.ids
     unknown = sorted(set(val.breeds) - set(breeds))
     if unknown:
         raise SystemExit(f"held-out photos have breeds the checkpoint does not know: {unknown}")

@@ -31,7 +31,8 @@ from model import checkpoint, latent_ops
 from model.imaging import labelled_rows
 from model.vae import BreedVAE, VAEConfig
 from training.data import balanced_indices, find_photos, limit_per_breed, load_images
-from training.train import git_commit, lr_at, posterior_means
+from training.evaluate import held_out_photos
+from training.train import git_commit, lr_at, posterior_means, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,13 +77,9 @@ def split_latents(model: BreedVAE, card: dict[str, Any], data: Path, cache_dir: 
     if photos.breeds != breeds:
         raise SystemExit(f"{data} has breeds {photos.breeds}, but the checkpoint was trained on {breeds}")
     images = load_images(photos, model.cfg.image_size, cache_dir)
-    val_ids = card["split"]["validation_ids"]
-    missing = set(val_ids) - set(images.ids)
-    if missing:
-        raise SystemExit(f"{len(missing)} held-out photos of the checkpoint are not under {data}: is it the same data?")
-    held_out = set(val_ids)
+    val = held_out_photos(card, images, data)
+    held_out = set(val.ids)
     train = images.select([i for i in images.ids if i not in held_out])
-    val = images.select(val_ids)
     index = {b: i for i, b in enumerate(breeds)}
     return (posterior_means(model, train.pixels, device), torch.tensor([index[b] for b in train.breeds]),
             posterior_means(model, val.pixels, device), torch.tensor([index[b] for b in val.breeds]))
@@ -92,8 +89,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     source, card = checkpoint.load(args.init_from, device)
     cfg = VAEConfig.from_dict(source.cfg.to_dict() | {
         "latent_prior": "two_stage", "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden,
@@ -155,7 +151,7 @@ def main(argv: list[str] | None = None) -> Path:
                     loss, kl = prior.loss(z, w)
                     entry |= {f"{name}_neg_elbo": loss.item(), f"{name}_kl": kl.item()}
             prior.train()
-            entry["output_scale"] = prior.log_gamma.detach().clamp(min=-6.0).exp().item()
+            entry["output_scale"] = prior.log_output_scale().exp().item()
             if entry["stop_neg_elbo"] < best[0]:
                 best = (entry["stop_neg_elbo"], step + 1, {k: v.detach().clone() for k, v in prior.state_dict().items()})
                 checks_since_best = 0

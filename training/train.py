@@ -131,6 +131,13 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(c) for c in text.split(",") if c.strip())
 
 
+def resolve_device(device_arg: str) -> torch.device:
+    """``auto`` -> cuda when there is a GPU, else cpu; anything else as given."""
+    if device_arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device_arg)
+
+
 class Distributed:
     """Rank bookkeeping; a no-op outside torchrun."""
 
@@ -139,11 +146,10 @@ class Distributed:
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        if device_arg == "auto":
-            device_arg = "cuda" if torch.cuda.is_available() else "cpu"
-        if device_arg == "cuda" and self.enabled:
-            device_arg = f"cuda:{local_rank}"
-        self.device = torch.device(device_arg)
+        device = resolve_device(device_arg)
+        if device.type == "cuda" and device.index is None and self.enabled:
+            device = torch.device(f"cuda:{local_rank}")
+        self.device = device
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.enabled:

@@ -190,12 +190,12 @@ def test_latent_prior_stage_refuses_other_data(tmp_path: Path, tiny_checkpoint: 
 
 
 def test_fid_sweep_reproduces_the_evaluation_at_the_checkpoints_settings(tiny_two_stage_checkpoint: Path, folders_data: Path,
-                                                                         cache_dir: Path) -> None:
+                                                                         cache_dir: Path, tmp_path: Path) -> None:
     from training.evaluate import fid_sweep
 
     rows = fid_sweep(tiny_two_stage_checkpoint, folders_data, [1.0, 0.5], [0.0, 0.5], fid_samples=6, cache_dir=cache_dir)
     assert [(r["residual_scale"], r["temperature"]) for r in rows] == [(0.0, 1.0), (0.0, 0.5), (0.5, 1.0), (0.5, 0.5)]
-    metrics = evaluate(tiny_two_stage_checkpoint, folders_data, out=cache_dir / "sweep-eval", fid_samples=6,
+    metrics = evaluate(tiny_two_stage_checkpoint, folders_data, out=tmp_path / "eval", fid_samples=6,
                        cache_dir=cache_dir, update_card=False)
     assert math.isclose(rows[2]["fid_prior_samples"], metrics["fid_prior_samples"], rel_tol=1e-6)
     assert rows[0]["fid_prior_samples"] != rows[2]["fid_prior_samples"]
