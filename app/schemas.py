@@ -111,7 +111,7 @@ class Info(BaseModel):
     breeds: list[BreedInfo]
     resolution: int
     latent_dim: int
-    latent_prior: str = Field(description="how samples and mixes draw z: two_stage, ex_post or standard (see model/vae.py)")
+    latent_prior: str = Field(description="how samples and mixes draw z: diffusion, two_stage, ex_post or standard (see model/vae.py)")
     device: str
     checkpoint: str
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")

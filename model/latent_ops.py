@@ -4,11 +4,12 @@ Knows nothing of HTTP; the service and the evaluation both call these. Every ope
 one space: a decoder input is a pair ``(z, y)`` with ``z`` in the latent and ``y`` on the breed
 simplex, and a breed (or mix of breeds) ``w`` defines the prior
 
-    two-stage prior (the default checkpoint):  z = g(t * u, w) + t * r * gamma * e,   y = w
+    diffusion prior:  z = DDIM(t * eps, w) with classifier-free guidance,   y = w
+    two-stage prior:  z = g(t * u, w) + t * r * gamma * e,   y = w
     ex-post Gaussian prior:  z = mean(w) + temperature * L(w) @ eps,   y = w
 
 with ``eps = (u, e)`` and ``t`` the temperature, where ``g`` is the second-stage decoder
-(:class:`~model.vae.LatentPrior`), ``gamma`` its learned output std, ``r`` the checkpoint's
+(:class:`~model.vae.LatentPrior`), ``DDIM`` the deterministic sampler of :class:`~model.vae.LatentDiffusion`, ``gamma`` its learned output std, ``r`` the checkpoint's
 ``prior_residual_scale`` (0.5: it gave the lowest FID, see the README), and
 ``mean(w) = sum_b w_b mu_b``, ``L(w) = sum_b w_b L_b`` come from breed ``b``'s ex-post Gaussian
 (mean, Cholesky factor). ``eps`` is standard normal noise drawn from a seed, so the same seed gives
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from model.vae import BreedVAE
+from model.vae import BreedVAE, LatentDiffusion, LatentPrior
 
 
 class LatentOpError(ValueError):
@@ -65,7 +66,7 @@ def noise(n: int, dim: int, seed: int | None) -> Tensor:
 
 def noise_dim(model: BreedVAE) -> int:
     """Size of the standard normal noise a prior sample starts from (two-stage: u, then the residual)."""
-    if model.latent_prior is not None:
+    if isinstance(model.latent_prior, LatentPrior):
         return model.cfg.prior_noise_dim + model.cfg.latent_dim
     return model.cfg.latent_dim
 
@@ -75,7 +76,10 @@ def prior_latents(model: BreedVAE, weights: Tensor, eps: Tensor, temperature: fl
     """z for simplex weights (n, n_breeds) and standard normal noise (n, noise_dim(model))."""
     device = model.prior_mean.device
     weights, eps = weights.to(device), eps.to(device)
-    if model.latent_prior is not None:
+    if isinstance(model.latent_prior, LatentDiffusion):
+        cfg = model.cfg
+        return model.latent_prior(temperature * eps, weights, cfg.diffusion_sampling_steps, cfg.diffusion_guidance)
+    if isinstance(model.latent_prior, LatentPrior):
         u, residual = eps.split([model.cfg.prior_noise_dim, model.cfg.latent_dim], dim=1)
         return model.latent_prior(temperature * u, weights, temperature * model.cfg.prior_residual_scale * residual)
     mean = weights @ model.prior_mean

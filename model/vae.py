@@ -77,6 +77,11 @@ class VAEConfig:
     n_breeds: int = 28
     image_size: int = 64  # 64 or 128; must be divisible by 2 ** len(channels) * 4
     latent_dim: int = 128
+    # 0: z is one vector, reached through a linear layer from the encoder's last feature map (the first
+    # default). C > 0: z is that feature map's resolution with C channels (a spatial latent, as in the
+    # SD / VQGAN autoencoders), flattened to latent_dim = C * side * side numbers; each latent number then
+    # describes one image region, which keeps detail the single vector loses (issue 7: blur).
+    latent_channels: int = 0
     breed_embed_dim: int = 64
     channels: tuple[int, ...] = (32, 64, 128, 256)  # per stride-2 stage of the VAE encoder/decoder
     classifier_channels: tuple[int, ...] = (32, 64, 128, 256)
@@ -103,14 +108,28 @@ class VAEConfig:
     # z = g(u, y) + prior_residual_scale * (its learned output std) * eps. 1 is the fitted density; the mean
     # alone (0) decodes to blurry averages, the full residual partly back to soup (FID in the README).
     prior_residual_scale: float = 0.5
+    # "diffusion": z from a small breed-conditional denoising diffusion model on the latents (``LatentDiffusion``;
+    # `python -m training.prior --kind diffusion`), sampled with deterministic DDIM and classifier-free guidance.
+    diffusion_channels: int = 128  # width of its convolutional denoiser
+    diffusion_blocks: int = 6  # residual blocks, all at the latent's resolution
+    diffusion_sampling_steps: int = 32
+    diffusion_guidance: float = 2.0  # classifier-free guidance scale; 1 is the plain conditional model
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         self.classifier_channels = tuple(self.classifier_channels)
-        if self.latent_prior not in ("ex_post", "standard", "two_stage"):
-            raise ValueError(f"latent_prior must be 'ex_post', 'standard' or 'two_stage', got {self.latent_prior!r}")
+        if self.latent_prior not in ("ex_post", "standard", "two_stage", "diffusion"):
+            raise ValueError(f"latent_prior must be 'ex_post', 'standard', 'two_stage' or 'diffusion', got {self.latent_prior!r}")
         if self.image_size % (2 ** len(self.channels)) != 0:
             raise ValueError(f"image_size {self.image_size} is not divisible by 2**{len(self.channels)}")
+        if self.latent_channels and self.latent_dim != self.latent_channels * self.latent_side ** 2:
+            raise ValueError(f"a spatial latent of {self.latent_channels} channels at {self.latent_side}x{self.latent_side} "
+                             f"has latent_dim {self.latent_channels * self.latent_side ** 2}, got {self.latent_dim}")
+
+    @property
+    def latent_side(self) -> int:
+        """Side of the encoder's last feature map (and of a spatial latent)."""
+        return self.image_size // 2 ** len(self.channels)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,12 +183,18 @@ class Encoder(nn.Module):
                 layers.append(nn.SiLU())
             in_ch = ch
         self.trunk = nn.Sequential(*layers, _norm(in_ch), nn.SiLU())
-        side = cfg.image_size // 2 ** len(cfg.channels)
-        self.to_stats = nn.Linear(in_ch * side * side, 2 * cfg.latent_dim)
+        self.spatial = cfg.latent_channels > 0
+        if self.spatial:
+            self.to_stats: nn.Module = nn.Conv2d(in_ch, 2 * cfg.latent_channels, 3, padding=1)
+        else:
+            self.to_stats = nn.Linear(in_ch * cfg.latent_side ** 2, 2 * cfg.latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.trunk(x * 2 - 1).flatten(1)
-        mu, log_var = self.to_stats(h).chunk(2, dim=1)
+        h = self.trunk(x * 2 - 1)
+        if self.spatial:  # (B, 2C, s, s) -> two (B, C*s*s), channel-major like Tensor.flatten
+            mu, log_var = (t.flatten(1) for t in self.to_stats(h).chunk(2, dim=1))
+        else:
+            mu, log_var = self.to_stats(h.flatten(1)).chunk(2, dim=1)
         return mu, log_var.clamp(-12.0, 6.0)
 
 
@@ -179,10 +204,14 @@ class Decoder(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         chans = list(reversed(cfg.channels))
-        self.side = cfg.image_size // 2 ** len(cfg.channels)
+        self.side = cfg.latent_side
         cond = cfg.breed_embed_dim
         self.first_channels = chans[0]
-        self.from_latent = nn.Linear(cfg.latent_dim + cond, chans[0] * self.side * self.side)
+        self.latent_channels = cfg.latent_channels
+        if self.latent_channels:  # the breed enters through FiLM only; z is already a feature map
+            self.from_latent: nn.Module = nn.Conv2d(cfg.latent_channels, chans[0], 3, padding=1)
+        else:
+            self.from_latent = nn.Linear(cfg.latent_dim + cond, chans[0] * self.side * self.side)
         self.blocks = nn.ModuleList()
         self.ups = nn.ModuleList()
         for i, ch in enumerate(chans):
@@ -192,8 +221,11 @@ class Decoder(nn.Module):
         self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(chans[-1] // 2, 3, 3, padding=1))
 
     def forward(self, z: Tensor, breed_embedding: Tensor) -> Tensor:
-        h = self.from_latent(torch.cat([z, breed_embedding], dim=1))
-        h = h.view(-1, self.first_channels, self.side, self.side)
+        if self.latent_channels:
+            h = self.from_latent(z.view(-1, self.latent_channels, self.side, self.side))
+        else:
+            h = self.from_latent(torch.cat([z, breed_embedding], dim=1))
+            h = h.view(-1, self.first_channels, self.side, self.side)
         for block, up in zip(self.blocks, self.ups):
             h = block(h, breed_embedding) if isinstance(block, ResidualBlock) else block(h)
             h = up(F.silu(h))
@@ -305,6 +337,90 @@ class LatentPrior(nn.Module):
         return (nll + kl).mean(), kl.mean()
 
 
+class LatentDiffusion(nn.Module):
+    """p(z | y) as a breed-conditional denoising diffusion model on the first stage's latents.
+
+    Why: a spatial latent (``latent_channels > 0``) keeps far more detail than one vector, but its aggregate
+    posterior is too rich for a Gaussian or the MLP two-stage VAE (their samples decode to soup). This is the
+    latent-diffusion recipe (Rombach et al. 2022) at toy scale: a convolutional denoiser at the latent's
+    resolution (``diffusion_blocks`` FiLM residual blocks), conditioned on the diffusion time and on the
+    breed weights ``y`` through a linear embedding, so a mix of breeds is a well-defined condition.
+    Training: continuous time, cosine schedule, v-prediction (Salimans & Ho 2022). The condition is
+    dropped (``y = 0``, never a point of the simplex) for ``CONDITION_DROPOUT`` of the batch, which gives
+    classifier-free guidance (Ho & Salimans 2022) at sampling time. Sampling is deterministic DDIM (Song et
+    al. 2021) from the starting noise, so one seed gives one dog for every breed or mix (morphs keep the
+    dog). Latents are standardised per dimension (buffers ``z_mean``, ``z_scale``) like ``LatentPrior``.
+    """
+
+    CONDITION_DROPOUT = 0.1
+    TIME_FEATURES = 64
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.shape = (cfg.latent_channels, cfg.latent_side, cfg.latent_side) if cfg.latent_channels else (cfg.latent_dim, 1, 1)
+        ch, cond = cfg.diffusion_channels, cfg.diffusion_channels
+        self.time_mlp = nn.Sequential(nn.Linear(self.TIME_FEATURES, cond), nn.SiLU(), nn.Linear(cond, cond))
+        self.breed_embedding = nn.Linear(cfg.n_breeds, cond, bias=False)
+        self.conv_in = nn.Conv2d(self.shape[0], ch, 3, padding=1)
+        self.blocks = nn.ModuleList(ResidualBlock(ch, cond_dim=cond) for _ in range(cfg.diffusion_blocks))
+        self.conv_out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, self.shape[0], 3, padding=1))
+        nn.init.zeros_(self.conv_out[-1].weight)
+        nn.init.zeros_(self.conv_out[-1].bias)
+        self.register_buffer("z_mean", torch.zeros(cfg.latent_dim))
+        self.register_buffer("z_scale", torch.ones(cfg.latent_dim))
+
+    @torch.no_grad()
+    def fit_standardisation(self, latents: Tensor) -> None:
+        self.z_mean.copy_(latents.mean(0))
+        self.z_scale.copy_(latents.std(0).clamp_min(1e-6))
+
+    @staticmethod
+    def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
+        """Cosine schedule (Nichol & Dhariwal 2021): signal and noise scales at time t in [0, 1]."""
+        angle = (t.clamp(0.0, 1.0) * 0.985 + 0.008) / 1.008 * math.pi / 2  # keeps both scales away from 0
+        return torch.cos(angle), torch.sin(angle)
+
+    def velocity(self, x_t: Tensor, t: Tensor, breed_weights: Tensor) -> Tensor:
+        """The denoiser: (n, latent_dim) noisy standardised latents, (n,) times, (n, n_breeds) -> predicted v."""
+        half = self.TIME_FEATURES // 2
+        freqs = torch.exp(torch.arange(half, device=t.device) * (-math.log(1000.0) / half))
+        angles = 1000.0 * t[:, None] * freqs[None]
+        cond = self.time_mlp(torch.cat([angles.sin(), angles.cos()], dim=1)) + self.breed_embedding(breed_weights)
+        h = self.conv_in(x_t.view(-1, *self.shape))
+        for block in self.blocks:
+            h = block(h, cond)
+        return self.conv_out(h).flatten(1)
+
+    def loss(self, z: Tensor, breed_weights: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean squared v-prediction error per latent number, the same on the conditioned rows only)."""
+        x = (z - self.z_mean) / self.z_scale
+        t = torch.rand(len(x), device=x.device)
+        eps = torch.randn_like(x)
+        alpha, sigma = (s[:, None] for s in self.alpha_sigma(t))
+        keep = (torch.rand(len(x), 1, device=x.device) >= self.CONDITION_DROPOUT).to(x.dtype) if self.training else 1.0
+        error = (self.velocity(alpha * x + sigma * eps, t, breed_weights * keep) - (alpha * eps - sigma * x)).pow(2).mean(1)
+        return error.mean(), error.detach().mean()
+
+    def forward(self, noise: Tensor, breed_weights: Tensor, steps: int, guidance: float) -> Tensor:
+        """DDIM from ``noise`` (n, latent_dim) at t = 1 to latents z (n, latent_dim) for the weights (n, n_breeds)."""
+        x = noise
+        times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
+        unconditional = torch.zeros_like(breed_weights)
+        for t, t_next in zip(times[:-1], times[1:]):
+            tt = t.expand(len(x))
+            if guidance == 1.0:
+                v = self.velocity(x, tt, breed_weights)
+            else:
+                v_cond, v_uncond = self.velocity(torch.cat([x, x]), torch.cat([tt, tt]),
+                                                 torch.cat([breed_weights, unconditional])).chunk(2)
+                v = v_uncond + guidance * (v_cond - v_uncond)
+            alpha, sigma = self.alpha_sigma(t)
+            x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
+            alpha_next, sigma_next = self.alpha_sigma(t_next)
+            x = alpha_next * x0 + sigma_next * eps
+        return x * self.z_scale + self.z_mean
+
+
 @dataclass
 class LossTerms:
     loss: Tensor  # what is minimised (per image, averaged over the batch)
@@ -335,7 +451,9 @@ class BreedVAE(nn.Module):
         self.register_buffer("prior_mean", torch.zeros(cfg.n_breeds, cfg.latent_dim))
         self.register_buffer("prior_cholesky", eye)
         self.register_buffer("pooled_cholesky", torch.eye(cfg.latent_dim))
-        self.latent_prior = LatentPrior(cfg) if cfg.latent_prior == "two_stage" else None
+        self.latent_prior: LatentPrior | LatentDiffusion | None = (
+            LatentPrior(cfg) if cfg.latent_prior == "two_stage"
+            else LatentDiffusion(cfg) if cfg.latent_prior == "diffusion" else None)
 
     # --- the pieces ----------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -222,27 +222,37 @@ def held_out_reference(fid: FID, val_ids: list[str], val_pixels: np.ndarray, n: 
 
 
 def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], residual_scales: list[float] | None = None,
-              fid_samples: int = 1000, seed: int = 0, device: str = "cpu", cache_dir: Path | None = None) -> list[dict[str, float]]:
-    """FID of prior samples at each temperature (and, for a two-stage prior, each residual scale).
+              fid_samples: int = 1000, seed: int = 0, device: str = "cpu", cache_dir: Path | None = None,
+              guidance_scales: list[float] | None = None) -> list[dict[str, float]]:
+    """FID of prior samples at each temperature, and each residual scale (two-stage prior) or
+    classifier-free guidance scale (diffusion prior).
 
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own
     settings reproduces its ``fid_prior_samples``. Only FID: about 3 minutes per row on 2 CPU cores.
     """
     model, card = checkpoint.load(checkpoint_dir, device)
+    if residual_scales and model.cfg.latent_prior != "two_stage":
+        raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
+    if guidance_scales and model.cfg.latent_prior != "diffusion":
+        raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale to sweep")
+    setting, values = {"two_stage": ("residual_scale", residual_scales or [model.cfg.prior_residual_scale]),
+                       "diffusion": ("guidance", guidance_scales or [model.cfg.diffusion_guidance])}.get(
+                           model.cfg.latent_prior, (None, [None]))
     val = held_out_photos(card, load_images(find_photos(data), model.cfg.image_size, cache_dir), data)
     fid = FID(torch.device(device))
     n = min(fid_samples, len(val.ids))
     real_stats, _ = held_out_reference(fid, val.ids, val.pixels, n, seed, model.cfg.image_size, cache_dir)
-    if residual_scales and model.latent_prior is None:
-        raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
     rows = []
-    for residual in residual_scales or [model.cfg.prior_residual_scale]:
-        model.cfg.prior_residual_scale = residual
+    for value in values:
+        if setting == "residual_scale":
+            model.cfg.prior_residual_scale = value
+        elif setting == "guidance":
+            model.cfg.diffusion_guidance = value
         for temperature in temperatures:
             samples, _ = balanced_samples(model, fid_samples, seed, temperature=temperature)
             row = {"temperature": temperature, "fid_prior_samples": fid.distance(real_stats, fid.statistics(samples, "FID: prior samples"))}
-            if model.latent_prior is not None:
-                row["residual_scale"] = residual
+            if setting is not None:
+                row[setting] = value
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -343,11 +353,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="only FID of prior samples at these temperatures (one JSON line each), nothing else")
     p.add_argument("--sweep-residual-scales", default=None, metavar="R1,R2,...",
                    help="with --sweep-temperatures on a two-stage checkpoint: also over these residual scales")
+    p.add_argument("--sweep-guidance", default=None, metavar="G1,G2,...",
+                   help="with --sweep-temperatures on a diffusion checkpoint: also over these guidance scales")
     args = p.parse_args(argv)
     if args.sweep_temperatures:
         rows = fid_sweep(args.checkpoint, args.data, _floats(args.sweep_temperatures),
                          _floats(args.sweep_residual_scales) if args.sweep_residual_scales else None,
-                         args.fid_samples, args.seed, args.device, args.cache_dir)
+                         args.fid_samples, args.seed, args.device, args.cache_dir,
+                         _floats(args.sweep_guidance) if args.sweep_guidance else None)
         return {"fid_sweep": rows}
     metrics = evaluate(args.checkpoint, args.data, args.out, args.fid_samples, args.seed, args.device,
                        args.cache_dir, not args.no_update_card)

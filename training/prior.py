@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-from", type=Path, required=True, help="a checkpoint made by python -m training")
     p.add_argument("--data", type=Path, required=True, help="the data folder that checkpoint was trained on")
     p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint")
+    p.add_argument("--kind", choices=("two_stage", "diffusion"), default="two_stage",
+                   help="two_stage: an MLP VAE on the latents (Dai & Wipf); diffusion: a convolutional denoising "
+                        "diffusion model (for spatial latents, --latent-channels)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -47,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=512, help="width of the prior's MLPs")
     p.add_argument("--residual-scale", type=float, default=0.5,
                    help="share of the prior's learned output noise added to samples (0: its mean, 1: its full density)")
+    p.add_argument("--diffusion-channels", type=int, default=128, help="width of the diffusion denoiser")
+    p.add_argument("--diffusion-blocks", type=int, default=6, help="residual blocks of the diffusion denoiser")
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale of diffusion samples")
+    p.add_argument("--sampling-steps", type=int, default=32, help="DDIM steps of diffusion samples")
     p.add_argument("--log-every", type=int, default=250, help="steps between held-out checks (and log lines)")
     p.add_argument("--patience", type=int, default=8,
                    help="stop after this many checks without a better early-stopping ELBO (0: run all --steps)")
@@ -92,10 +99,12 @@ def main(argv: list[str] | None = None) -> Path:
     device = resolve_device(args.device)
     source, card = checkpoint.load(args.init_from, device)
     cfg = VAEConfig.from_dict(source.cfg.to_dict() | {
-        "latent_prior": "two_stage", "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden,
-        "prior_residual_scale": args.residual_scale})
+        "latent_prior": args.kind, "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden,
+        "prior_residual_scale": args.residual_scale, "diffusion_channels": args.diffusion_channels,
+        "diffusion_blocks": args.diffusion_blocks, "diffusion_guidance": args.guidance,
+        "diffusion_sampling_steps": args.sampling_steps})
     if source.cfg.latent_prior == "standard":
-        raise SystemExit(f"{args.init_from} is a plain VAE (--plain); the two-stage prior is for the breed-conditional model")
+        raise SystemExit(f"{args.init_from} is a plain VAE (--plain); a learned prior is for the breed-conditional model")
     torch.manual_seed(args.seed)
     model = BreedVAE(cfg).to(device)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("latent_prior.")}
@@ -105,6 +114,10 @@ def main(argv: list[str] | None = None) -> Path:
     model.eval()
     prior = model.latent_prior
     assert prior is not None
+    two_stage = args.kind == "two_stage"
+    # What picks the step: the ELBO of the two-stage VAE in nats per latent, or the diffusion model's
+    # denoising (v-prediction) mean squared error at random times.
+    metric = "neg_elbo" if two_stage else "denoising_mse"
 
     with torch.no_grad():
         train_z, train_y, val_z, val_y = split_latents(model, card, args.data, args.cache_dir, device)
@@ -136,24 +149,27 @@ def main(argv: list[str] | None = None) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=200)
         idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-        loss, kl = prior.loss(train_z[idx].to(device), train_w[idx].to(device))
+        loss, _ = prior.loss(train_z[idx].to(device), train_w[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         running, since_log = running + loss.item(), since_log + 1
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             entry: dict[str, Any] = {"step": step + 1, "seconds": round(time.time() - started, 1),
-                                     "train_neg_elbo": running / since_log}
+                                     f"train_{metric}": running / since_log}
             prior.eval()
             with torch.no_grad():
                 for name, (z, w) in checks.items():
-                    torch.manual_seed(1234)  # the same u noise at every check
-                    loss, kl = prior.loss(z, w)
-                    entry |= {f"{name}_neg_elbo": loss.item(), f"{name}_kl": kl.item()}
+                    torch.manual_seed(1234)  # the same noise (u, or diffusion times and noise) at every check
+                    loss, aux = prior.loss(z, w)
+                    entry[f"{name}_{metric}"] = loss.item()
+                    if two_stage:
+                        entry[f"{name}_kl"] = aux.item()
             prior.train()
-            entry["output_scale"] = prior.log_output_scale().exp().item()
-            if entry["stop_neg_elbo"] < best[0]:
-                best = (entry["stop_neg_elbo"], step + 1, {k: v.detach().clone() for k, v in prior.state_dict().items()})
+            if two_stage:
+                entry["output_scale"] = prior.log_output_scale().exp().item()
+            if entry[f"stop_{metric}"] < best[0]:
+                best = (entry[f"stop_{metric}"], step + 1, {k: v.detach().clone() for k, v in prior.state_dict().items()})
                 checks_since_best = 0
             else:
                 checks_since_best += 1
@@ -161,7 +177,7 @@ def main(argv: list[str] | None = None) -> Path:
             history.append(entry)
             with open(args.out / "prior-metrics.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
-            bar.set_postfix(stop=f"{entry['stop_neg_elbo']:.1f}", best_step=best[1], scale=f"{entry['output_scale']:.2f}")
+            bar.set_postfix(stop=f"{entry[f'stop_{metric}']:.4g}", best_step=best[1])
             if args.patience and checks_since_best >= args.patience:
                 print(f"stopped at step {step + 1}: no better early-stopping ELBO for {args.patience} checks", flush=True)
                 break
@@ -184,8 +200,8 @@ def main(argv: list[str] | None = None) -> Path:
     }
     checkpoint.save(model, new_card, args.out)
     kept = next(e for e in history if e["step"] == best[1])
-    print(f"wrote {args.out}: kept step {best[1]} of {history[-1]['step']}, negative ELBO of the held-out photos' latents "
-          f"{kept['val_neg_elbo']:.1f} nats, {history[-1]['seconds']:.0f}s", flush=True)
+    print(f"wrote {args.out}: kept step {best[1]} of {history[-1]['step']}, {metric} of the held-out photos' latents "
+          f"{kept[f'val_{metric}']:.4g}, {history[-1]['seconds']:.0f}s", flush=True)
     return args.out
 
 

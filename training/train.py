@@ -82,7 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="per process")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--latent-dim", type=int, default=128, help="size of a vector latent (ignored with --latent-channels)")
+    p.add_argument("--latent-channels", type=int, default=0,
+                   help="C > 0: a spatial latent of C channels at the encoder's last resolution "
+                        "(latent_dim = C * side^2, e.g. 8 channels at 8x8 with --channels 32,64,128)")
     p.add_argument("--channels", type=str, default="32,64,128,256", help="VAE widths per stride-2 stage")
     p.add_argument("--classifier-channels", type=str, default="32,64,128,256")
     p.add_argument("--beta", type=float, default=1.0)
@@ -343,11 +346,14 @@ def main(argv: list[str] | None = None) -> Path:
             flush=True,
         )
 
+    channels = _ints(args.channels)
+    latent_side = args.resolution // 2 ** len(channels)
     cfg = VAEConfig(
         n_breeds=len(breeds),
         image_size=args.resolution,
-        latent_dim=args.latent_dim,
-        channels=_ints(args.channels),
+        latent_dim=args.latent_channels * latent_side ** 2 if args.latent_channels else args.latent_dim,
+        latent_channels=args.latent_channels,
+        channels=channels,
         classifier_channels=_ints(args.classifier_channels),
         beta=args.beta,
         generated_breed_weight=0.0 if args.plain else args.generated_breed_weight,

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def client(tiny_two_stage_checkpoint: Path) -> Iterator[TestClient]:
-    """The real app (lifespan included) serving the tiny synthetic checkpoint with a two-stage prior, like the default."""
+def client(tiny_diffusion_checkpoint: Path) -> Iterator[TestClient]:
+    """The real app (lifespan included) serving the tiny synthetic checkpoint with a diffusion prior, like the default."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("VAE_DOGS_CHECKPOINT", str(tiny_two_stage_checkpoint))
+    mp.setenv("VAE_DOGS_CHECKPOINT", str(tiny_diffusion_checkpoint))
     mp.setenv("VAE_DOGS_DEVICE", "cpu")
     mp.setenv("VAE_DOGS_MAX_UPLOAD_BYTES", str(200_000))
     get_settings.cache_clear()

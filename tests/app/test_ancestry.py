@@ -74,8 +74,8 @@ def test_morph_from_an_encoded_photo(client: TestClient) -> None:
 
 @pytest.mark.parametrize("body, message", [
     ({"start": {"breeds": {"beagle": 1}}, "end": {}}, "either 'breeds' or 'latent'"),
-    ({"start": {"breeds": {"beagle": 1}, "latent": [0.0] * 8}, "end": {"breeds": {"beagle": 1}}}, "either"),
-    ({"start": {"latent": [0.0] * 3}, "end": {"breeds": {"beagle": 1}}}, "8 finite numbers"),
+    ({"start": {"breeds": {"beagle": 1}, "latent": [0.0] * 32}, "end": {"breeds": {"beagle": 1}}}, "either"),
+    ({"start": {"latent": [0.0] * 3}, "end": {"breeds": {"beagle": 1}}}, "32 finite numbers"),
     ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 1}, "steps"),
     ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 500}, "at most 64"),
     ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyd": 1}}}, "did you mean samoyed"),

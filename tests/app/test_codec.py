@@ -10,7 +10,7 @@ from tests.app.conftest import image_bytes, png_size
 
 def test_encode_returns_posterior_and_breeds(client: TestClient) -> None:
     body = client.post("/encode", files={"file": ("dog.png", image_bytes(), "image/png")}).json()
-    assert len(body["mean"]) == len(body["log_var"]) == 8
+    assert len(body["mean"]) == len(body["log_var"]) == 32  # 2 channels at 4x4
     probabilities = [b["probability"] for b in body["breeds"]]
     assert probabilities == sorted(probabilities, reverse=True)
     assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-4)
@@ -18,7 +18,7 @@ def test_encode_returns_posterior_and_breeds(client: TestClient) -> None:
 
 def test_decode_round_trip_from_encode(client: TestClient) -> None:
     mean = client.post("/encode", files={"file": ("dog.png", image_bytes(), "image/png")}).json()["mean"]
-    response = client.post("/decode", json={"latents": [mean, [0.0] * 8], "scale": 2})
+    response = client.post("/decode", json={"latents": [mean, [0.0] * 32], "scale": 2})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert png_size(response.content) == (2 * (2 * 66 + 2), 2 * (66 + 2))
     with_breed = client.post("/decode", json={"latents": [mean], "breeds": {"samoyed": 1}})
@@ -26,10 +26,10 @@ def test_decode_round_trip_from_encode(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("latents, message", [
-    ([[0.0] * 3], "8 numbers"),
+    ([[0.0] * 3], "32 numbers"),
     ([], "at least 1"),
-    ([[0.0] * 8] * 65, "at most 64"),
-    ([[1e300] + [0.0] * 7], "within ±1000"),  # finite, but the decoder would overflow to NaN
+    ([[0.0] * 32] * 65, "at most 64"),
+    ([[1e300] + [0.0] * 31], "within ±1000"),  # finite, but the decoder would overflow to NaN
 ])
 def test_decode_rejects_bad_latents(client: TestClient, latents: list, message: str) -> None:
     response = client.post("/decode", json={"latents": latents})
@@ -37,7 +37,7 @@ def test_decode_rejects_bad_latents(client: TestClient, latents: list, message: 
 
 
 def test_decode_rejects_nan_latents(client: TestClient) -> None:
-    response = client.post("/decode", content=b'{"latents": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}',
+    response = client.post("/decode", content=b'{"latents": [[NaN' + b', 0' * 31 + b']]}',
                            headers={"content-type": "application/json"})
     assert response.status_code == 422 and "finite" in response.text
 

@@ -8,8 +8,8 @@ def test_health_and_ready(client: TestClient) -> None:
 
 def test_info_is_the_model_card(client: TestClient) -> None:
     info = client.get("/info").json()
-    assert info["resolution"] == 64 and info["latent_dim"] == 8 and info["device"] == "cpu"
-    assert info["latent_prior"] == "two_stage"
+    assert info["resolution"] == 64 and info["latent_dim"] == 32 and info["device"] == "cpu"
+    assert info["latent_prior"] == "diffusion"
     assert len(info["checkpoint_sha256"]) == 64
     assert [b["name"] for b in info["breeds"]] == ["beagle", "gordon_setter", "samoyed"]
     assert "identify_top1" in info["evaluation"]

@@ -11,10 +11,10 @@ from model import checkpoint, latent_ops
 from model.latent_ops import LatentOpError
 
 
-@pytest.fixture(scope="module", params=["ex_post", "two_stage"])
+@pytest.fixture(scope="module", params=["ex_post", "two_stage", "diffusion"])
 def model(request: pytest.FixtureRequest, tiny_checkpoint: Path):
-    """Both ways of sampling z: the stage-1 checkpoint and the same with a two-stage prior."""
-    folder = tiny_checkpoint if request.param == "ex_post" else request.getfixturevalue("tiny_two_stage_checkpoint")
+    """Every way of sampling z: the stage-1 checkpoint and the same with a two-stage or a diffusion prior."""
+    folder = tiny_checkpoint if request.param == "ex_post" else request.getfixturevalue(f"tiny_{request.param}_checkpoint")
     loaded = checkpoint.load(folder)[0]
     assert loaded.cfg.latent_prior == request.param
     return loaded

@@ -27,6 +27,23 @@ def test_shapes_and_finite_loss() -> None:
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_spatial_latent_is_the_flattened_feature_map() -> None:
+    cfg = VAEConfig(**{**SMALL, "latent_channels": 2, "latent_dim": 2 * 4 * 4})  # 32 px / 2**3 = 4x4
+    model = BreedVAE(cfg).eval()
+    x = torch.rand(3, 3, 32, 32)
+    mu, log_var = model.encode(x)
+    assert mu.shape == log_var.shape == (3, 32)
+    weights = torch.eye(4)[:3]
+    out = model.decode(mu, weights)
+    assert out.shape == x.shape
+    # z is the map's first C channels, channel-major, so /encode output can be viewed as (C, side, side).
+    stats = model.encoder.to_stats(model.encoder.trunk(x * 2 - 1))
+    assert torch.equal(mu.view(3, 2, 4, 4), stats[:, :2])
+    terms = model.loss(x, torch.tensor([0, 1, 2]))
+    terms.loss.backward()
+    assert terms.kl_per_dim.shape == (32,) and torch.isfinite(terms.loss)
+
+
 def test_generated_term_does_not_train_the_breed_head() -> None:
     cfg = VAEConfig(**{**SMALL, "breed_weight": 0.0, "generated_fraction": 1.0})
     model = BreedVAE(cfg)
@@ -64,6 +81,8 @@ def test_config_round_trip_and_validation() -> None:
         VAEConfig(image_size=30, channels=(8, 16))
     with pytest.raises(ValueError, match="latent_prior"):
         VAEConfig(latent_prior="flow")
+    with pytest.raises(ValueError, match="has latent_dim 32, got 6"):
+        VAEConfig(**{**SMALL, "latent_channels": 2})
 
 
 def test_fit_latent_prior_recovers_breed_means() -> None:
@@ -118,3 +137,49 @@ def test_two_stage_residual_noise_is_scaled_by_the_learned_output_std() -> None:
     u, w, e = torch.randn(3, 2), torch.eye(4)[:3], torch.randn(3, 6)
     with torch.no_grad():
         assert torch.allclose(prior(u, w, e) - prior(u, w), e * 0.5 * 2.0, atol=1e-5)
+
+
+def _diffusion_model(**overrides: object) -> BreedVAE:
+    cfg = {**SMALL, "latent_channels": 1, "latent_dim": 16, "channels": (8, 16, 16), "latent_prior": "diffusion",
+           "diffusion_channels": 32, "diffusion_blocks": 2, **overrides}
+    return BreedVAE(VAEConfig(**cfg))
+
+
+def test_diffusion_prior_learns_each_breeds_latents() -> None:
+    """A diffusion prior trained on two breeds' well-separated latents samples each breed near its own data."""
+    from model.vae import LatentDiffusion
+
+    prior = _diffusion_model().latent_prior
+    assert isinstance(prior, LatentDiffusion)
+    torch.manual_seed(0)
+    centres = torch.randn(4, 16) * 3
+    breeds = torch.randint(0, 2, (1000,))
+    z = centres[breeds] + 0.3 * torch.randn(1000, 16)
+    weights = torch.nn.functional.one_hot(breeds, 4).float()
+    prior.fit_standardisation(z)
+    opt = torch.optim.Adam(prior.parameters(), lr=2e-3)
+    for _ in range(400):
+        idx = torch.randint(0, 1000, (128,))
+        loss, _ = prior.loss(z[idx], weights[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    prior.eval()
+    with torch.no_grad():
+        for breed in (0, 1):
+            samples = prior(torch.randn(200, 16), torch.eye(4)[[breed] * 200], steps=16, guidance=1.0)
+            to_own = (samples - centres[breed]).norm(dim=1).median()
+            to_other = (samples - centres[1 - breed]).norm(dim=1).median()
+            assert to_own < 0.3 * to_other
+
+
+def test_diffusion_sampling_is_deterministic_and_guidance_changes_it() -> None:
+    model = _diffusion_model().eval()
+    prior = model.latent_prior
+    with torch.no_grad():  # a random denoiser whose output layer is not zero, so guidance has an effect
+        prior.conv_out[-1].weight.normal_(0, 0.1)
+    noise, weights = torch.randn(3, 16), torch.eye(4)[:3]
+    with torch.no_grad():
+        a = prior(noise, weights, steps=4, guidance=2.0)
+        assert a.shape == (3, 16) and torch.equal(a, prior(noise, weights, steps=4, guidance=2.0))
+        assert not torch.allclose(a, prior(noise, weights, steps=4, guidance=1.0))

@@ -29,9 +29,9 @@ def test_training_writes_a_checkpoint_that_loads_and_evaluates(tiny_checkpoint: 
     assert card["split"]["validation_ids"] and card["split"]["seed"] == 0
     assert card["torch_version"] and "training_metrics" in card
     lines = (tiny_checkpoint / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
     assert len(json.loads(lines[-1])["val_kl_per_dim"]) == model.cfg.latent_dim
-    assert (tiny_checkpoint / "figures" / "samples-epoch002.png").is_file()
+    assert (tiny_checkpoint / "figures" / "samples-epoch003.png").is_file()
     evaluation = card["evaluation"]
     for key in ("val_neg_elbo_bpd", "val_psnr", "identify_top1", "identify_top5", "generated_breed_top1"):
         assert math.isfinite(evaluation[key])
@@ -104,7 +104,7 @@ def test_init_from_starts_with_the_given_weights(tmp_path: Path, tiny_checkpoint
 
 def test_init_from_refuses_another_architecture(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> None:
     args = [*_args(folders_data, tmp_path / "x", cache_dir, 1), "--init-from", str(tiny_checkpoint)]
-    args[args.index("--latent-dim") + 1] = "4"
+    args[args.index("--latent-channels") + 1] = "3"
     with pytest.raises(SystemExit, match="another architecture"):
         train(args)
 
@@ -120,7 +120,7 @@ def test_adversarial_stage_tunes_only_the_decoder(tmp_path: Path, tiny_checkpoin
     assert not torch.equal(tuned_state["decoder.head.1.weight"], source_state["decoder.head.1.weight"])
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"adv_rec_loss", "adv_disc_loss", "adv_balance"} <= set(logged)
-    assert card["init_from_card"]["training"]["epochs"] == 2  # the lineage of the starting weights
+    assert card["init_from_card"]["training"]["epochs"] == 3  # the lineage of the starting weights
 
 
 def test_adversarial_stage_needs_a_trained_checkpoint(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
@@ -177,6 +177,22 @@ def test_latent_prior_stage_adds_a_two_stage_prior(tmp_path: Path, tiny_checkpoi
     z, w = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
     assert z.shape == (2, model.cfg.latent_dim) and torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 1.0, 0.0]), n=2, seed=7)[0])
     assert latent_ops.sample(model, 3, breed=1, seed=1).shape == (3, 3, 64, 64)
+
+
+def test_latent_prior_stage_fits_a_diffusion_prior(tiny_diffusion_checkpoint: Path, tiny_checkpoint: Path) -> None:
+    model, card = checkpoint.load(tiny_diffusion_checkpoint)
+    assert model.cfg.latent_prior == "diffusion" and model.cfg.diffusion_sampling_steps == 4
+    source, _ = checkpoint.load(tiny_checkpoint)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())  # stage 1 copied unchanged
+    logged = [json.loads(line) for line in (tiny_diffusion_checkpoint / "prior-metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged] == [20, 40]
+    assert all(math.isfinite(e["stop_denoising_mse"] + e["val_denoising_mse"]) and "output_scale" not in e for e in logged)
+    assert card["latent_prior_training"]["args"]["kind"] == "diffusion"
+    # The starting noise is one latent's worth, and a seed fixes the dog for every mix.
+    assert latent_ops.noise_dim(model) == model.cfg.latent_dim
+    z, _ = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
+    assert z.shape == (2, model.cfg.latent_dim) and torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 1.0, 0.0]), n=2, seed=7)[0])
+    assert not torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 0.0, 0.0]), n=2, seed=7)[0])
 
 
 def test_latent_prior_stage_refuses_other_data(tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path) -> None:
