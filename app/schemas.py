@@ -112,6 +112,7 @@ class Info(BaseModel):
     resolution: int
     latent_dim: int
     latent_prior: str = Field(description="how samples and mixes draw z: diffusion, two_stage, ex_post or standard (see model/vae.py)")
+    sampling_steps: int | None = Field(description="DDIM steps per sample of a diffusion prior (VAE_DOGS_SAMPLING_STEPS)")
     device: str
     checkpoint: str
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")

@@ -182,9 +182,10 @@ def breeds_for_latent(model: BreedVAE, z: Tensor) -> Tensor:
     """p(breed | z) by Bayes' rule over the per-breed ex-post Gaussians (uniform breed prior)."""
     device = model.prior_mean.device
     z = z.to(device)
-    diff = z[:, None, :] - model.prior_mean[None]  # (n, B, d)
-    cholesky = model.prior_cholesky.expand(z.shape[0], -1, -1, -1)
-    whitened = torch.linalg.solve_triangular(cholesky, diff.unsqueeze(-1), upper=False).squeeze(-1)
+    diff = z[None, :, :] - model.prior_mean[:, None, :]  # (B, n, d)
+    # One triangular solve per breed with the n latents as columns: expanding the (B, d, d) factors to
+    # every latent would need n * B * d^2 floats (57 GB for 1,946 latents of 512 numbers).
+    whitened = torch.linalg.solve_triangular(model.prior_cholesky, diff.transpose(1, 2), upper=False).permute(2, 0, 1)
     log_det = model.prior_cholesky.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (B,)
     log_likelihood = -0.5 * whitened.pow(2).sum(-1) - log_det
     return log_likelihood.softmax(-1).cpu()

@@ -26,11 +26,15 @@ Gaussian is fitted to the posterior means of each breed's training photos (shrun
 pooled covariance) and stored in the checkpoint as buffers. Sampling breed ``b`` draws ``z`` from
 that Gaussian, which avoids the "prior hole" of ``N(0, I)`` on diverse photos.
 
-The default checkpoint samples from a better prior still: a second, breed-conditional VAE on the
-latents (``LatentPrior``, Dai & Wipf), trained after stage 1 by ``python -m training.prior``. Its samples
-land nearer where real photos' latents lie, so they decode to blurry animal-shaped figures rather than
-texture soup (FID 217 -> 194 in the README); the Gaussians stay for the closed-form densities
-(identification from ``z``, ancestry).
+The default checkpoint keeps detail and samples from a learned prior. Its ``z`` is *spatial*
+(``latent_channels = 8``: an 8x8 map of 8 channels, 512 numbers, each describing one region of the photo,
+as in the VQGAN / Stable Diffusion autoencoders), which reconstructs far more sharply than one 128-number
+vector. Such a latent is too rich for a Gaussian or an MLP VAE to sample from (both decode to soup), so
+samples come from a small breed-conditional diffusion model on the latents (``LatentDiffusion``: the
+latent-diffusion recipe of Rombach et al. at toy scale), trained after stage 1 by
+``python -m training.prior --kind diffusion``. An MLP second-stage VAE on the latents (``LatentPrior``,
+Dai & Wipf) is the other choice, for vector latents. In both cases the Gaussians stay for the closed-form
+densities (identification from ``z``, ancestry).
 
 Training has two stages. Stage 1 maximises the ELBO above. A VAE decoder trained only on the pixel
 likelihood decodes prior samples to breed-independent blur ("texture soup": issue 7), because the
@@ -53,6 +57,11 @@ References
 - Rybkin, Daniilidis & Levine, "Simple and Effective VAE Training with Calibrated Decoders", ICML 2021.
 - Ghosh et al., "From Variational to Deterministic Autoencoders", ICLR 2020 (ex-post density estimation).
 - Dai & Wipf, "Diagnosing and Enhancing VAE Models", ICLR 2019 (two-stage VAE).
+- Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022.
+- Ho, Jain & Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020; Song, Meng & Ermon, "Denoising Diffusion
+  Implicit Models", ICLR 2021 (DDIM); Nichol & Dhariwal, "Improved DDPM", ICML 2021 (cosine schedule).
+- Salimans & Ho, "Progressive Distillation for Fast Sampling of Diffusion Models", ICLR 2022 (v-prediction);
+  Ho & Salimans, "Classifier-Free Diffusion Guidance", 2022.
 - Larsen et al., "Autoencoding beyond pixels using a learned similarity metric", ICML 2016 (VAE-GAN).
 - Esser, Rombach & Ommer, "Taming Transformers for High-Resolution Image Synthesis", CVPR 2021 (adaptive GAN weight).
 - Miyato et al., "Spectral Normalization for GANs", ICLR 2018; Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.

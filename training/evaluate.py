@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 from pathlib import Path
@@ -223,9 +224,9 @@ def held_out_reference(fid: FID, val_ids: list[str], val_pixels: np.ndarray, n: 
 
 def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], residual_scales: list[float] | None = None,
               fid_samples: int = 1000, seed: int = 0, device: str = "cpu", cache_dir: Path | None = None,
-              guidance_scales: list[float] | None = None) -> list[dict[str, float]]:
+              guidance_scales: list[float] | None = None, sampling_steps: list[int] | None = None) -> list[dict[str, float]]:
     """FID of prior samples at each temperature, and each residual scale (two-stage prior) or
-    classifier-free guidance scale (diffusion prior).
+    classifier-free guidance scale and number of DDIM steps (diffusion prior).
 
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own
     settings reproduces its ``fid_prior_samples``. Only FID: about 3 minutes per row on 2 CPU cores.
@@ -233,8 +234,8 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
     model, card = checkpoint.load(checkpoint_dir, device)
     if residual_scales and model.cfg.latent_prior != "two_stage":
         raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
-    if guidance_scales and model.cfg.latent_prior != "diffusion":
-        raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale to sweep")
+    if (guidance_scales or sampling_steps) and model.cfg.latent_prior != "diffusion":
+        raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale or sampling steps to sweep")
     setting, values = {"two_stage": ("residual_scale", residual_scales or [model.cfg.prior_residual_scale]),
                        "diffusion": ("guidance", guidance_scales or [model.cfg.diffusion_guidance])}.get(
                            model.cfg.latent_prior, (None, [None]))
@@ -243,16 +244,21 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
     n = min(fid_samples, len(val.ids))
     real_stats, _ = held_out_reference(fid, val.ids, val.pixels, n, seed, model.cfg.image_size, cache_dir)
     rows = []
-    for value in values:
+    steps_values: list[int | None] = list(sampling_steps or [None])
+    for value, steps in itertools.product(values, steps_values):
         if setting == "residual_scale":
             model.cfg.prior_residual_scale = value
         elif setting == "guidance":
             model.cfg.diffusion_guidance = value
+        if steps is not None:
+            model.cfg.diffusion_sampling_steps = steps
         for temperature in temperatures:
             samples, _ = balanced_samples(model, fid_samples, seed, temperature=temperature)
             row = {"temperature": temperature, "fid_prior_samples": fid.distance(real_stats, fid.statistics(samples, "FID: prior samples"))}
             if setting is not None:
                 row[setting] = value
+            if setting == "guidance":
+                row["sampling_steps"] = model.cfg.diffusion_sampling_steps
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -355,12 +361,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="with --sweep-temperatures on a two-stage checkpoint: also over these residual scales")
     p.add_argument("--sweep-guidance", default=None, metavar="G1,G2,...",
                    help="with --sweep-temperatures on a diffusion checkpoint: also over these guidance scales")
+    p.add_argument("--sweep-sampling-steps", default=None, metavar="S1,S2,...",
+                   help="with --sweep-temperatures on a diffusion checkpoint: also over these numbers of DDIM steps")
     args = p.parse_args(argv)
     if args.sweep_temperatures:
         rows = fid_sweep(args.checkpoint, args.data, _floats(args.sweep_temperatures),
                          _floats(args.sweep_residual_scales) if args.sweep_residual_scales else None,
                          args.fid_samples, args.seed, args.device, args.cache_dir,
-                         _floats(args.sweep_guidance) if args.sweep_guidance else None)
+                         _floats(args.sweep_guidance) if args.sweep_guidance else None,
+                         [int(v) for v in _floats(args.sweep_sampling_steps)] if args.sweep_sampling_steps else None)
         return {"fid_sweep": rows}
     metrics = evaluate(args.checkpoint, args.data, args.out, args.fid_samples, args.seed, args.device,
                        args.cache_dir, not args.no_update_card)

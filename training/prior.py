@@ -1,17 +1,22 @@
-"""Fit the two-stage latent prior (Dai & Wipf 2019) to a trained checkpoint and write a new checkpoint.
+"""Fit a learned latent prior (diffusion, or two-stage VAE) to a trained checkpoint and write a new checkpoint.
 
-    python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior
+    python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/spatial64-diff \
+        --steps 3000 --diffusion-channels 64 --lr 2e-3
+    python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior   # two-stage
+
+``--kind diffusion`` trains :class:`model.vae.LatentDiffusion` (for spatial latents: the default checkpoint);
+the default ``--kind two_stage`` trains :class:`model.vae.LatentPrior`, described below.
 
 Stage 1 (``python -m training``) leaves a VAE whose decoder only knows the thin set of latents that real
 photos occupy; per-breed Gaussians over them (its ex-post prior) sample mostly off that set, and those
 latents decode to texture soup. This command encodes the checkpoint's own training photos (the card's split,
-so no held-out photo is seen), trains a small breed-conditional VAE on those latents
-(:class:`model.vae.LatentPrior`), keeps the step whose ELBO on a slice of them it did not train on is best
-(early stopping), and writes the same model with ``latent_prior = "two_stage"``: sampling,
-mixing and morphing then draw ``z = g(u, breeds)`` with ``u ~ N(0, I)``. The encoder, decoder, breed head
-and ex-post Gaussians are copied unchanged. One process, a few minutes on 2 CPU cores; it runs on a GPU
-when there is one (``--device``). Writes ``prior-metrics.jsonl`` (one line per ``--log-every`` steps, with the
-early-stopping and held-out latents' negative ELBO) and ``figures/samples-prior.png`` (8 samples per breed).
+so no held-out photo is seen), trains a small breed-conditional model of those latents, keeps the step
+whose score on a slice of them it did not train on is best (early stopping: the negative ELBO for the
+two-stage VAE, the denoising error at fixed times and noise for diffusion), and writes the same model with
+``latent_prior`` set to the kind: sampling, mixing and morphing then go through that prior. The encoder,
+decoder, breed head and ex-post Gaussians are copied unchanged. One process, minutes on 2 CPU cores; it
+runs on a GPU when there is one (``--device``). Writes ``prior-metrics.jsonl`` (one line per ``--log-every``
+steps, with the early-stopping and held-out latents' scores) and ``figures/samples-prior.png`` (8 samples per breed).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Train the breed-conditional VAE on dog photos and write a checkpoint.
 
-Single process (CPU or one GPU):
+Single process (CPU or one GPU); the default checkpoint's stage 1, with a spatial latent of 8 channels at 8x8:
 
-    python -m training --data ../shared/dogs --out runs/dogs64 --epochs 30
+    python -m training --data ../shared/dogs --out runs/spatial64 --epochs 16 --channels 32,64,128 --latent-channels 8
 
 Several processes with DistributedDataParallel (gloo on CPU, nccl on GPU):
 
@@ -16,10 +16,11 @@ Stage 2, the adversarial decoder (encoder, breed head and ex-post prior stay fix
 
     python -m training --data ../shared/dogs --out runs/dogs64-adv --init-from runs/dogs64 --adversarial --epochs 6 --lr 2e-4
 
-The two-stage latent prior that the default checkpoint samples from is fitted afterwards by its own command
-(``training/prior.py``):
+The latent prior that the default checkpoint samples from (a diffusion model on the latents) is fitted
+afterwards by its own command (``training/prior.py``):
 
-    python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior
+    python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/spatial64-diff \
+        --steps 3000 --diffusion-channels 64 --lr 2e-3
 
 The plain-VAE baseline of issue 7 (no breed input to the decoder, fixed pixel scale, samples from N(0, I)):
 

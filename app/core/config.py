@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(64 * 512 * 512, ge=1, description="most pixels one request may generate (n * side^2)")
     batch_window_ms: float = Field(2.0, ge=0, le=100, description="micro-batching wait for more requests; 0 = off")
     max_batch_size: int = Field(64, ge=1, le=4096, description="most images in one micro-batch")
+    sampling_steps: int | None = Field(None, ge=1, le=1000, description="DDIM steps of a diffusion prior "
+                                       "(None: the checkpoint's); fewer is faster and coarser")
     inference_timeout_s: float = Field(30.0, gt=0, description="a request whose inference takes longer gets a 503")
 
 

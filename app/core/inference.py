@@ -66,6 +66,8 @@ class ModelService:
             torch.set_num_threads(settings.torch_threads)
         device = resolve_device(settings.device)
         model, card = checkpoint.load(settings.checkpoint, device)
+        if settings.sampling_steps and model.cfg.latent_prior == "diffusion":
+            model.cfg.diffusion_sampling_steps = settings.sampling_steps
         log.info("loaded %s (%d breeds) on %s", settings.checkpoint, len(card["breeds"]), device)
         return cls(model=model, card=card, device=device, settings=settings)
 

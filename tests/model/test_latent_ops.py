@@ -99,3 +99,19 @@ def test_ancestry_recovers_the_largest_component_of_a_known_mix() -> None:
         assert abs(float(found.sum()) - 1) < 1e-5 and (found >= 0).all()
         typical, distance = latent_ops.mix_typicality(model, z, found)
         assert typical > 0.01 and distance < 2  # the found mix explains its own sample
+
+
+def test_breeds_for_latent_is_bayes_over_the_breed_gaussians() -> None:
+    """Against torch.distributions, with full covariances (the solve is batched per breed, not per latent)."""
+    from model.vae import BreedVAE, VAEConfig
+
+    model = BreedVAE(VAEConfig(n_breeds=5, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
+    torch.manual_seed(0)
+    factors = torch.randn(5, 16, 16) * 0.3 + torch.eye(16)
+    with torch.no_grad():
+        model.prior_cholesky.copy_(torch.linalg.cholesky(factors @ factors.transpose(1, 2)))
+        model.prior_mean.copy_(torch.randn(5, 16))
+    z = torch.randn(7, 16)
+    log_probs = torch.stack([torch.distributions.MultivariateNormal(model.prior_mean[b], scale_tril=model.prior_cholesky[b]).log_prob(z)
+                             for b in range(5)], dim=1)
+    assert torch.allclose(latent_ops.breeds_for_latent(model, z), log_probs.softmax(1), atol=1e-5)

@@ -217,6 +217,20 @@ def test_fid_sweep_reproduces_the_evaluation_at_the_checkpoints_settings(tiny_tw
     assert rows[0]["fid_prior_samples"] != rows[2]["fid_prior_samples"]
 
 
+def test_fid_sweep_over_guidance_and_sampling_steps(tiny_diffusion_checkpoint: Path, tiny_two_stage_checkpoint: Path,
+                                                   folders_data: Path, cache_dir: Path, tmp_path: Path) -> None:
+    from training.evaluate import fid_sweep
+
+    rows = fid_sweep(tiny_diffusion_checkpoint, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir,
+                     guidance_scales=[1.0, 2.0], sampling_steps=[2, 4])
+    assert [(r["guidance"], r["sampling_steps"]) for r in rows] == [(1.0, 2), (1.0, 4), (2.0, 2), (2.0, 4)]
+    metrics = evaluate(tiny_diffusion_checkpoint, folders_data, out=tmp_path / "eval", fid_samples=6,
+                       cache_dir=cache_dir, update_card=False)  # the checkpoint's own: guidance 2, 4 steps
+    assert math.isclose(rows[3]["fid_prior_samples"], metrics["fid_prior_samples"], rel_tol=1e-6)
+    with pytest.raises(SystemExit, match="no diffusion prior"):
+        fid_sweep(tiny_two_stage_checkpoint, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, guidance_scales=[1.0])
+
+
 def test_latent_prior_stage_stops_when_the_early_stopping_elbo_stalls(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path,
                                                                        cache_dir: Path) -> None:
     from training.prior import main as fit_prior

@@ -27,6 +27,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         resolution=service.image_size,
         latent_dim=service.model.cfg.latent_dim,
         latent_prior=service.model.cfg.latent_prior,
+        sampling_steps=service.model.cfg.diffusion_sampling_steps if service.model.cfg.latent_prior == "diffusion" else None,
         device=str(service.device),
         checkpoint=str(settings.checkpoint),
         checkpoint_sha256=card["weights_sha256"],
