@@ -1,7 +1,7 @@
 """Fit a learned latent prior (diffusion, or two-stage VAE) to a trained checkpoint and write a new checkpoint.
 
     python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/spatial64-diff \
-        --steps 3000 --diffusion-channels 64 --lr 2e-3
+        --steps 3000 --diffusion-channels 64 --lr 2e-3 --sampling-steps 8
     python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior   # two-stage
 
 ``--kind diffusion`` trains :class:`model.vae.LatentDiffusion` (for spatial latents: the default checkpoint);

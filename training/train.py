@@ -20,7 +20,7 @@ The latent prior that the default checkpoint samples from (a diffusion model on 
 afterwards by its own command (``training/prior.py``):
 
     python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/spatial64-diff \
-        --steps 3000 --diffusion-channels 64 --lr 2e-3
+        --steps 3000 --diffusion-channels 64 --lr 2e-3 --sampling-steps 8
 
 The plain-VAE baseline of issue 7 (no breed input to the decoder, fixed pixel scale, samples from N(0, I)):
 
