@@ -293,7 +293,21 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
                          nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, outputs))
 
 
-class LatentPrior(nn.Module):
+class StandardisedLatentModel(nn.Module):
+    """Base of the learned latent priors: they see latents standardised per dimension (buffers ``z_mean``, ``z_scale``)."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("z_mean", torch.zeros(latent_dim))
+        self.register_buffer("z_scale", torch.ones(latent_dim))
+
+    @torch.no_grad()
+    def fit_standardisation(self, latents: Tensor) -> None:
+        self.z_mean.copy_(latents.mean(0))
+        self.z_scale.copy_(latents.std(0).clamp_min(1e-6))
+
+
+class LatentPrior(StandardisedLatentModel):
     """p(z | y) as a second-stage VAE on the first stage's latents (Dai & Wipf, "Diagnosing and
     Enhancing VAE Models", ICLR 2019): ``z = g(u, y)`` with ``u ~ N(0, I)``.
 
@@ -307,22 +321,15 @@ class LatentPrior(nn.Module):
     """
 
     def __init__(self, cfg: VAEConfig) -> None:
-        super().__init__()
+        super().__init__(cfg.latent_dim)
         d, b, u, h = cfg.latent_dim, cfg.n_breeds, cfg.prior_noise_dim, cfg.prior_hidden
         self.encoder = _mlp(d + b, h, 2 * u)  # q(u | z, y), needed only to train g
         self.decoder = _mlp(u + b, h, d)  # g(u, y): the mean of p(z | u, y)
         self.log_gamma = nn.Parameter(torch.zeros(()))  # log std of p(z | u, y) in standardised units, learned
-        self.register_buffer("z_mean", torch.zeros(d))
-        self.register_buffer("z_scale", torch.ones(d))
 
     def log_output_scale(self) -> Tensor:
         """log gamma, floored so the likelihood cannot diverge once z is fitted closely."""
         return self.log_gamma.clamp(min=-6.0)
-
-    @torch.no_grad()
-    def fit_standardisation(self, latents: Tensor) -> None:
-        self.z_mean.copy_(latents.mean(0))
-        self.z_scale.copy_(latents.std(0).clamp_min(1e-6))
 
     def forward(self, u: Tensor, breed_weights: Tensor, residual: Tensor | None = None) -> Tensor:
         """(n, prior_noise_dim) noise and (n, n_breeds) simplex weights -> (n, latent_dim) latents.
@@ -346,7 +353,7 @@ class LatentPrior(nn.Module):
         return (nll + kl).mean(), kl.mean()
 
 
-class LatentDiffusion(nn.Module):
+class LatentDiffusion(StandardisedLatentModel):
     """p(z | y) as a breed-conditional denoising diffusion model on the first stage's latents.
 
     Why: a spatial latent (``latent_channels > 0``) keeps far more detail than one vector, but its aggregate
@@ -365,7 +372,7 @@ class LatentDiffusion(nn.Module):
     TIME_FEATURES = 64
 
     def __init__(self, cfg: VAEConfig) -> None:
-        super().__init__()
+        super().__init__(cfg.latent_dim)
         self.shape = (cfg.latent_channels, cfg.latent_side, cfg.latent_side) if cfg.latent_channels else (cfg.latent_dim, 1, 1)
         ch, cond = cfg.diffusion_channels, cfg.diffusion_channels
         self.time_mlp = nn.Sequential(nn.Linear(self.TIME_FEATURES, cond), nn.SiLU(), nn.Linear(cond, cond))
@@ -375,13 +382,6 @@ class LatentDiffusion(nn.Module):
         self.conv_out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, self.shape[0], 3, padding=1))
         nn.init.zeros_(self.conv_out[-1].weight)
         nn.init.zeros_(self.conv_out[-1].bias)
-        self.register_buffer("z_mean", torch.zeros(cfg.latent_dim))
-        self.register_buffer("z_scale", torch.ones(cfg.latent_dim))
-
-    @torch.no_grad()
-    def fit_standardisation(self, latents: Tensor) -> None:
-        self.z_mean.copy_(latents.mean(0))
-        self.z_scale.copy_(latents.std(0).clamp_min(1e-6))
 
     @staticmethod
     def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
