@@ -61,7 +61,8 @@ class MixRequest(BaseModel):
 
 
 class DecodeRequest(BaseModel):
-    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 128], "breeds": {"golden_retriever": 1}}]})
+    # The example is one latent of the default checkpoint's size (8 channels at 8x8); tests/app/test_openapi_examples.py runs it.
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 512], "breeds": {"golden_retriever": 1}}]})
 
     latents: list[list[float]] = Field(min_length=1, description="latent vectors z, each of the model's latent size")
     breeds: dict[str, float] | None = Field(
