@@ -20,6 +20,7 @@ the closed-form densities used to read breeds off a latent (:func:`breeds_for_la
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -237,44 +238,74 @@ def mix_typicality(model: BreedVAE, z: Tensor, weights: Tensor) -> tuple[float, 
     return tail, math.sqrt(squared / d)
 
 
-def _fit_simplex(model: BreedVAE, z: Tensor, log_prior: Tensor, support: Tensor, init: Tensor, steps: int) -> Tensor:
-    """MAP weights on the simplex restricted to ``support``: mixed-prior likelihood of z + Dirichlet log prior."""
+def _maximise_on_simplex(objective: Callable[[Tensor], Tensor], support: Tensor, init: Tensor, steps: int,
+                         lr: float) -> Tensor:
+    """Weights on the simplex, zero outside ``support``, that maximise ``objective`` (a fixed number of Adam
+    steps on softmax logits from ``init``: deterministic). Only the weights get gradients, never the model."""
     logits = init.clamp_min(1e-6).log().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([logits], lr=0.05)
+    optimiser = torch.optim.Adam([logits], lr=lr)
     mask = torch.where(support, 0.0, float("-inf"))
     for _ in range(steps):
-        w = (logits + mask).softmax(-1)
-        objective = mixed_prior_log_density(model, z, w[None])[0] + (log_prior * (w + 1e-6).log()).sum()
-        optimiser.zero_grad()
-        (-objective).backward()
+        (logits.grad,) = torch.autograd.grad(-objective((logits + mask).softmax(-1)), logits)
         optimiser.step()
     return (logits + mask).softmax(-1).detach()
 
 
-def ancestry_weights(model: BreedVAE, z: Tensor, probabilities: Tensor, max_breeds: int = 3, steps: int = 150) -> Tensor:
-    """MAP breed weights (n_breeds,) for one latent z (d,) given the breed head's q(y|x) (n_breeds,).
+def _gaussian_ancestry(model: BreedVAE, z: Tensor, probabilities: Tensor, max_breeds: int, steps: int) -> Tensor:
+    log_prior = probabilities * model.cfg.n_breeds  # Dirichlet concentration - 1, scaled to the number of breeds
 
-    The weights maximise, over the simplex, log N(z; mean(w), Sigma(w)) (the latent under the mixed prior)
-    plus sum_b q(b|x) * n_breeds * log w_b (a Dirichlet prior whose concentration is the breed head's
-    belief), first over all breeds, then again on the ``max_breeds`` largest. Deterministic: fixed start
-    (the breed head's probabilities) and a fixed number of Adam steps.
+    def objective(w: Tensor) -> Tensor:
+        return mixed_prior_log_density(model, z, w[None])[0] + (log_prior * (w + 1e-6).log()).sum()
+
+    everything = torch.ones_like(probabilities, dtype=torch.bool)
+    w = _maximise_on_simplex(objective, everything, probabilities, steps, lr=0.05)
+    keep = torch.zeros_like(everything)
+    keep[w.topk(min(max_breeds, w.numel())).indices] = True
+    return _maximise_on_simplex(objective, keep, torch.where(keep, w, torch.zeros_like(w)), steps, lr=0.05)
+
+
+def _diffusion_ancestry(prior: LatentDiffusion, z: Tensor, max_breeds: int, steps: int) -> Tensor:
+    n_breeds = prior.breed_embedding.in_features
+    with torch.no_grad():
+        pure = prior.denoising_error(z, torch.eye(n_breeds, device=z.device))
+    keep = torch.zeros(n_breeds, dtype=torch.bool, device=z.device)
+    keep[pure.topk(min(max_breeds, n_breeds), largest=False).indices] = True
+    start = keep.float() / keep.sum()
+    return _maximise_on_simplex(lambda w: -prior.denoising_error(z, w[None])[0], keep, start, steps, lr=0.1)
+
+
+def ancestry_weights(model: BreedVAE, z: Tensor, probabilities: Tensor, max_breeds: int = 3,
+                     steps: int | None = None) -> Tensor:
+    """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, that best explain one latent z (d,).
+
+    With a diffusion prior: maximum likelihood under that prior, the one the samples and mixes come from.
+    The denoiser's error on z (:meth:`~model.vae.LatentDiffusion.denoising_error`) stands in for the
+    negative log-likelihood; the ``max_breeds`` breeds whose own conditions explain z best are the support,
+    and the weights on it minimise the error under the mixed condition (``steps`` Adam steps, default 30).
+    The breed head's belief ``probabilities`` is not used: the head is trained on photos, and on generated
+    dogs it is mostly wrong, which kept the Gaussian ancestry below from finding known mixes (README).
+
+    Otherwise: the MAP weights under the ex-post Gaussians, log N(z; mean(w), Sigma(w)) plus
+    sum_b q(b|x) * n_breeds * log w_b (a Dirichlet prior whose concentration is the breed head's belief),
+    first over all breeds, then again on the ``max_breeds`` largest (``steps`` Adam steps each, default 150).
+
+    Deterministic: fixed starts, fixed numbers of steps, fixed probe noise.
     """
     if max_breeds < 1:
         raise LatentOpError("max_breeds must be at least 1")
     device = model.prior_mean.device
     z, probabilities = z.to(device), probabilities.to(device)
-    log_prior = probabilities * model.cfg.n_breeds  # Dirichlet concentration - 1, scaled to the number of breeds
     with torch.enable_grad(), torch.inference_mode(False):
-        everything = torch.ones_like(probabilities, dtype=torch.bool)
-        w = _fit_simplex(model, z, log_prior, everything, probabilities, steps)
-        keep = torch.zeros_like(everything)
-        keep[w.topk(min(max_breeds, w.numel())).indices] = True
-        w = _fit_simplex(model, z, log_prior, keep, torch.where(keep, w, torch.zeros_like(w)), steps)
+        z, probabilities = z.clone(), probabilities.clone()  # ordinary tensors, even when made in inference mode
+        if isinstance(model.latent_prior, LatentDiffusion):
+            w = _diffusion_ancestry(model.latent_prior, z, max_breeds, 30 if steps is None else steps)
+        else:
+            w = _gaussian_ancestry(model, z, probabilities, max_breeds, 150 if steps is None else steps)
     w = torch.where(w > 1e-3, w, torch.zeros_like(w))
     return (w / w.sum()).cpu()
 
 
-def ancestry(model: BreedVAE, image: Tensor, max_breeds: int = 3, steps: int = 150) -> Ancestry:
+def ancestry(model: BreedVAE, image: Tensor, max_breeds: int = 3, steps: int | None = None) -> Ancestry:
     """Which mix of known breeds best explains one photo (1, 3, S, S)? See :func:`ancestry_weights`."""
     enc = encode(model, image)
     device = model.prior_mean.device

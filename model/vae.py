@@ -123,6 +123,9 @@ class VAEConfig:
     diffusion_blocks: int = 6  # residual blocks, all at the latent's resolution
     diffusion_sampling_steps: int = 32
     diffusion_guidance: float = 2.0  # classifier-free guidance scale; 1 is the plain conditional model
+    # A self-attention layer after every second residual block: every latent position sees the whole dog at
+    # once (convolutions alone need many blocks to connect head and tail, and samples grew extra heads).
+    diffusion_attention: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -175,6 +178,27 @@ class ResidualBlock(nn.Module):
             h = h * (1 + scale) + shift
         h = self.conv2(F.silu(h))
         return x + h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the positions of a feature map, residual (the output starts at zero)."""
+
+    def __init__(self, channels: int, heads: int = 4) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"{channels} channels do not split into {heads} attention heads")
+        self.heads = heads
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # (n, heads, h*w, c/heads)
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
 
 
 class Encoder(nn.Module):
@@ -359,8 +383,9 @@ class LatentDiffusion(StandardisedLatentModel):
     Why: a spatial latent (``latent_channels > 0``) keeps far more detail than one vector, but its aggregate
     posterior is too rich for a Gaussian or the MLP two-stage VAE (their samples decode to soup). This is the
     latent-diffusion recipe (Rombach et al. 2022) at toy scale: a convolutional denoiser at the latent's
-    resolution (``diffusion_blocks`` FiLM residual blocks), conditioned on the diffusion time and on the
-    breed weights ``y`` through a linear embedding, so a mix of breeds is a well-defined condition.
+    resolution (``diffusion_blocks`` FiLM residual blocks, with ``diffusion_attention`` a self-attention layer
+    after every second one), conditioned on the diffusion time and on the breed weights ``y`` through a
+    linear embedding, so a mix of breeds is a well-defined condition.
     Training: continuous time, cosine schedule, v-prediction (Salimans & Ho 2022). The condition is
     dropped (``y = 0``, never a point of the simplex) for ``CONDITION_DROPOUT`` of the batch, which gives
     classifier-free guidance (Ho & Salimans 2022) at sampling time. Sampling is deterministic DDIM (Song et
@@ -379,6 +404,8 @@ class LatentDiffusion(StandardisedLatentModel):
         self.breed_embedding = nn.Linear(cfg.n_breeds, cond, bias=False)
         self.conv_in = nn.Conv2d(self.shape[0], ch, 3, padding=1)
         self.blocks = nn.ModuleList(ResidualBlock(ch, cond_dim=cond) for _ in range(cfg.diffusion_blocks))
+        self.attention = nn.ModuleDict(
+            {str(i): SelfAttention(ch) for i in range(1, cfg.diffusion_blocks, 2)} if cfg.diffusion_attention else {})
         self.conv_out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, self.shape[0], 3, padding=1))
         nn.init.zeros_(self.conv_out[-1].weight)
         nn.init.zeros_(self.conv_out[-1].bias)
@@ -396,8 +423,10 @@ class LatentDiffusion(StandardisedLatentModel):
         angles = 1000.0 * t[:, None] * freqs[None]
         cond = self.time_mlp(torch.cat([angles.sin(), angles.cos()], dim=1)) + self.breed_embedding(breed_weights)
         h = self.conv_in(x_t.view(-1, *self.shape))
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             h = block(h, cond)
+            if str(i) in self.attention:
+                h = self.attention[str(i)](h)
         return self.conv_out(h).flatten(1)
 
     def loss(self, z: Tensor, breed_weights: Tensor) -> tuple[Tensor, Tensor]:
@@ -409,6 +438,23 @@ class LatentDiffusion(StandardisedLatentModel):
         keep = (torch.rand(len(x), 1, device=x.device) >= self.CONDITION_DROPOUT).to(x.dtype) if self.training else 1.0
         error = (self.velocity(alpha * x + sigma * eps, t, breed_weights * keep) - (alpha * eps - sigma * x)).pow(2).mean(1)
         return error.mean(), error.detach().mean()
+
+    def denoising_error(self, z: Tensor, breed_weights: Tensor, probes: int = 32) -> Tensor:
+        """How badly the denoiser recovers one latent z (d,) under each condition (m, n_breeds) -> (m,).
+
+        The score of a diffusion classifier (Li et al. 2023): the mean squared v-prediction error, an evenly
+        weighted form of the conditional ELBO, so a lower error means a likelier condition. Every condition
+        sees the same ``probes`` evenly spaced times and the same noise (a fixed seed): the comparison is
+        paired and deterministic. Differentiable in ``breed_weights``.
+        """
+        x = (z.to(self.z_mean) - self.z_mean) / self.z_scale
+        t = (torch.arange(probes, device=x.device) + 0.5) / probes
+        eps = torch.randn(probes, x.numel(), generator=torch.Generator().manual_seed(0)).to(x)
+        alpha, sigma = (s[:, None] for s in self.alpha_sigma(t))
+        x_t, v = alpha * x + sigma * eps, alpha * eps - sigma * x
+        m = len(breed_weights)
+        predicted = self.velocity(x_t.repeat(m, 1), t.repeat(m), breed_weights.repeat_interleave(probes, 0))
+        return (predicted - v.repeat(m, 1)).pow(2).mean(1).view(m, probes).mean(1)
 
     def forward(self, noise: Tensor, breed_weights: Tensor, steps: int, guidance: float) -> Tensor:
         """DDIM from ``noise`` (n, latent_dim) at t = 1 to latents z (n, latent_dim) for the weights (n, n_breeds)."""

@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="share of the prior's learned output noise added to samples (0: its mean, 1: its full density)")
     p.add_argument("--diffusion-channels", type=int, default=128, help="width of the diffusion denoiser")
     p.add_argument("--diffusion-blocks", type=int, default=6, help="residual blocks of the diffusion denoiser")
+    p.add_argument("--attention", action="store_true",
+                   help="diffusion: a self-attention layer after every second residual block of the denoiser")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="decay of the exponential moving average of the prior's weights that is checked and kept (0: none)")
+    p.add_argument("--no-flip", action="store_true",
+                   help="train on the training photos' latents only, not also on those of their mirror images")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale of diffusion samples")
     p.add_argument("--sampling-steps", type=int, default=32, help="DDIM steps of diffusion samples")
     p.add_argument("--log-every", type=int, default=250, help="steps between held-out checks (and log lines)")
@@ -78,12 +84,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--patience must not be negative")
     if not 0 < args.stop_fraction < 1:
         p.error("--stop-fraction must lie between 0 and 1")
+    if not 0 <= args.ema < 1:
+        p.error("--ema must lie in [0, 1)")
     return args
 
 
 def split_latents(model: BreedVAE, card: dict[str, Any], data: Path, cache_dir: Path | None,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Posterior means and breed indices of the checkpoint's training and held-out photos."""
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Posterior means and breed indices of the checkpoint's training and held-out photos, and the
+    posterior means of the training photos' mirror images (row for row)."""
     breeds = [b["name"] for b in card["breeds"]]
     photos = limit_per_breed(find_photos(data), (card.get("training") or {}).get("max_per_breed"))
     if photos.breeds != breeds:
@@ -94,7 +103,27 @@ def split_latents(model: BreedVAE, card: dict[str, Any], data: Path, cache_dir: 
     train = images.select([i for i in images.ids if i not in held_out])
     index = {b: i for i, b in enumerate(breeds)}
     return (posterior_means(model, train.pixels, device), torch.tensor([index[b] for b in train.breeds]),
-            posterior_means(model, val.pixels, device), torch.tensor([index[b] for b in val.breeds]))
+            posterior_means(model, val.pixels, device), torch.tensor([index[b] for b in val.breeds]),
+            posterior_means(model, train.pixels[:, :, ::-1], device))
+
+
+class WeightAverage:
+    """Exponential moving average of a module's parameters (buffers copied), the weights diffusion models
+    are usually sampled with: the raw weights at the end of a step are noisier than their recent average."""
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))  # short warm-up: early weights fade fast
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].lerp_(v.detach(), 1 - decay)
+            else:
+                self.state[k].copy_(v)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -107,7 +136,7 @@ def main(argv: list[str] | None = None) -> Path:
         "latent_prior": args.kind, "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden,
         "prior_residual_scale": args.residual_scale, "diffusion_channels": args.diffusion_channels,
         "diffusion_blocks": args.diffusion_blocks, "diffusion_guidance": args.guidance,
-        "diffusion_sampling_steps": args.sampling_steps})
+        "diffusion_sampling_steps": args.sampling_steps, "diffusion_attention": args.attention})
     if source.cfg.latent_prior == "standard":
         raise SystemExit(f"{args.init_from} is a plain VAE (--plain); a learned prior is for the breed-conditional model")
     torch.manual_seed(args.seed)
@@ -125,7 +154,7 @@ def main(argv: list[str] | None = None) -> Path:
     metric = "neg_elbo" if two_stage else "denoising_mse"
 
     with torch.no_grad():
-        train_z, train_y, val_z, val_y = split_latents(model, card, args.data, args.cache_dir, device)
+        train_z, train_y, val_z, val_y, mirrored_z = split_latents(model, card, args.data, args.cache_dir, device)
     # Early stopping: the prior overfits ~17k latents within a few thousand steps (its held-out ELBO turns
     # up). A slice of the *training* latents picks the step, so the checkpoint's held-out photos stay
     # unseen until evaluation.
@@ -133,7 +162,9 @@ def main(argv: list[str] | None = None) -> Path:
     shuffled = torch.randperm(len(train_z), generator=generator)
     n_stop = max(1, int(args.stop_fraction * len(train_z)))
     stop_z, stop_y = train_z[shuffled[:n_stop]], train_y[shuffled[:n_stop]]
-    train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
+    train_z, train_y, mirrored_z = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]], mirrored_z[shuffled[n_stop:]]
+    if not args.no_flip:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
+        train_z, train_y = torch.cat([train_z, mirrored_z]), torch.cat([train_y, train_y])
     prior.fit_standardisation(train_z.to(device))
     print(f"{len(train_z)} training / {n_stop} early-stopping / {len(val_z)} held-out latents of {args.init_from}; "
           f"prior: {sum(p.numel() for p in prior.parameters()):,} parameters on {device}", flush=True)
@@ -145,6 +176,7 @@ def main(argv: list[str] | None = None) -> Path:
     best: tuple[float, int, dict[str, torch.Tensor]] = (float("inf"), 0, {})
     checks_since_best = 0
     opt = torch.optim.Adam(prior.parameters(), lr=args.lr)
+    average = WeightAverage(prior, args.ema) if args.ema else None
     args.out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     started, running, since_log = time.time(), 0.0, 0
@@ -158,10 +190,15 @@ def main(argv: list[str] | None = None) -> Path:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if average:
+            average.update(prior)
         running, since_log = running + loss.item(), since_log + 1
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             entry: dict[str, Any] = {"step": step + 1, "seconds": round(time.time() - started, 1),
                                      f"train_{metric}": running / since_log}
+            if average:  # the checks score the averaged weights (those that are kept); training goes on from its own
+                trained = {k: v.detach().clone() for k, v in prior.state_dict().items()}
+                prior.load_state_dict(average.state)
             prior.eval()
             with torch.no_grad():
                 for name, (z, w) in checks.items():
@@ -170,11 +207,14 @@ def main(argv: list[str] | None = None) -> Path:
                     entry[f"{name}_{metric}"] = loss.item()
                     if two_stage:
                         entry[f"{name}_kl"] = aux.item()
-            prior.train()
             if two_stage:
                 entry["output_scale"] = prior.log_output_scale().exp().item()
+            if average:
+                prior.load_state_dict(trained)
+            prior.train()
             if entry[f"stop_{metric}"] < best[0]:
-                best = (entry[f"stop_{metric}"], step + 1, {k: v.detach().clone() for k, v in prior.state_dict().items()})
+                kept = average.state if average else prior.state_dict()
+                best = (entry[f"stop_{metric}"], step + 1, {k: v.detach().clone() for k, v in kept.items()})
                 checks_since_best = 0
             else:
                 checks_since_best += 1
@@ -199,7 +239,8 @@ def main(argv: list[str] | None = None) -> Path:
         "training_metrics": card.get("training_metrics"),
         "history": card.get("history"),
         "latent_prior_training": {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                                  "best_step": best[1], "history": history, "git_commit": git_commit()},
+                                  "best_step": best[1], "history": history, "git_commit": git_commit(),
+                                  "training_latents": len(train_z), "early_stopping_latents": n_stop},
         "git_commit": card.get("git_commit"),
         "init_from_card": {k: card.get(k) for k in ("training", "git_commit", "init_from_card")},
     }

@@ -145,17 +145,21 @@ def _diffusion_model(**overrides: object) -> BreedVAE:
     return BreedVAE(VAEConfig(**cfg))
 
 
-def test_diffusion_prior_learns_each_breeds_latents() -> None:
-    """A diffusion prior trained on two breeds' well-separated latents samples each breed near its own data."""
+@pytest.mark.parametrize("attention", [False, True])
+def test_diffusion_prior_learns_each_breeds_latents(attention: bool) -> None:
+    """A diffusion prior trained on two breeds' well-separated latents samples each breed near its own data,
+    and its denoising error (the likelihood behind ancestry) names the breed a new latent came from."""
+    from model import latent_ops
     from model.vae import LatentDiffusion
 
-    prior = _diffusion_model().latent_prior
-    assert isinstance(prior, LatentDiffusion)
+    model = _diffusion_model(diffusion_attention=attention, n_breeds=2)
+    prior = model.latent_prior
+    assert isinstance(prior, LatentDiffusion) and len(prior.attention) == (1 if attention else 0)
     torch.manual_seed(0)
-    centres = torch.randn(4, 16) * 3
+    centres = torch.randn(2, 16) * 3
     breeds = torch.randint(0, 2, (1000,))
     z = centres[breeds] + 0.3 * torch.randn(1000, 16)
-    weights = torch.nn.functional.one_hot(breeds, 4).float()
+    weights = torch.nn.functional.one_hot(breeds, 2).float()
     prior.fit_standardisation(z)
     opt = torch.optim.Adam(prior.parameters(), lr=2e-3)
     for _ in range(400):
@@ -164,13 +168,35 @@ def test_diffusion_prior_learns_each_breeds_latents() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    prior.eval()
+    model.eval()
     with torch.no_grad():
         for breed in (0, 1):
-            samples = prior(torch.randn(200, 16), torch.eye(4)[[breed] * 200], steps=16, guidance=1.0)
+            samples = prior(torch.randn(200, 16), torch.eye(2)[[breed] * 200], steps=16, guidance=1.0)
             to_own = (samples - centres[breed]).norm(dim=1).median()
             to_other = (samples - centres[1 - breed]).norm(dim=1).median()
             assert to_own < 0.3 * to_other
+    flat_belief = torch.full((2,), 0.5)  # ancestry of a diffusion checkpoint must not need the breed head
+    for breed in (0, 1):
+        new_latent = centres[breed] + 0.3 * torch.randn(16)
+        with torch.no_grad():
+            errors = prior.denoising_error(new_latent, torch.eye(2))
+        assert int(errors.argmin()) == breed
+        found = latent_ops.ancestry_weights(model, new_latent, flat_belief, max_breeds=2)
+        assert int(found.argmax()) == breed and abs(float(found.sum()) - 1) < 1e-5
+
+
+def test_attention_starts_as_the_identity() -> None:
+    """Its output projection starts at zero, so adding attention leaves an untrained denoiser unchanged."""
+    from model.vae import SelfAttention
+
+    layer = SelfAttention(16)
+    x = torch.randn(2, 16, 4, 4)
+    assert torch.equal(layer(x), x)
+    with torch.no_grad():
+        layer.proj.weight.normal_()
+    assert layer(x).shape == x.shape and not torch.equal(layer(x), x)
+    with pytest.raises(ValueError, match="heads"):
+        SelfAttention(18)
 
 
 def test_diffusion_sampling_is_deterministic_and_guidance_changes_it() -> None:

@@ -187,7 +187,10 @@ def test_latent_prior_stage_fits_a_diffusion_prior(tiny_diffusion_checkpoint: Pa
     logged = [json.loads(line) for line in (tiny_diffusion_checkpoint / "prior-metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in logged] == [20, 40]
     assert all(math.isfinite(e["stop_denoising_mse"] + e["val_denoising_mse"]) and "output_scale" not in e for e in logged)
-    assert card["latent_prior_training"]["args"]["kind"] == "diffusion"
+    fitted = card["latent_prior_training"]
+    assert fitted["args"]["kind"] == "diffusion" and fitted["args"]["ema"] == 0.999
+    # Every training photo (those not held back for early stopping) twice: as taken and mirrored.
+    assert fitted["training_latents"] == 2 * (card["split"]["train"] - fitted["early_stopping_latents"])
     # The starting noise is one latent's worth, and a seed fixes the dog for every mix.
     assert latent_ops.noise_dim(model) == model.cfg.latent_dim
     z, _ = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
@@ -243,3 +246,20 @@ def test_latent_prior_stage_stops_when_the_early_stopping_elbo_stalls(tmp_path: 
     logged = [json.loads(line)["step"] for line in (out / "prior-metrics.jsonl").read_text().splitlines()]
     assert logged == [5, 10, 15]
     assert checkpoint.read_card(out)["latent_prior_training"]["best_step"] == 5
+
+
+def test_weight_average_follows_the_weights_with_a_lag() -> None:
+    from training.prior import WeightAverage
+
+    layer = torch.nn.Linear(2, 2)
+    average = WeightAverage(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    for _ in range(200):
+        average.update(layer)
+    assert torch.allclose(average.state["weight"], torch.ones(2, 2), atol=1e-4)
+    with torch.no_grad():
+        layer.weight.fill_(3.0)
+    average.update(layer)
+    assert torch.allclose(average.state["weight"], torch.full((2, 2), 1.2))  # a tenth of the way, at decay 0.9
+    assert torch.equal(layer.weight, torch.full((2, 2), 3.0))  # the module itself is left alone
