@@ -14,7 +14,9 @@ with ``eps = (u, e)`` and ``t`` the temperature, where ``g`` is the second-stage
 ``mean(w) = sum_b w_b mu_b``, ``L(w) = sum_b w_b L_b`` come from breed ``b``'s ex-post Gaussian
 (mean, Cholesky factor). ``eps`` is standard normal noise drawn from a seed, so the same seed gives
 the same "pose noise" for every mix and mixes can be compared side by side. The Gaussians also give
-the closed-form densities used to read breeds off a latent (:func:`breeds_for_latent`, :func:`ancestry`).
+the closed-form densities used to read breeds off a latent (:func:`breeds_for_latent`, the fit score of
+:func:`ancestry`, and its composition when there is no diffusion prior; with one, the composition is the
+one under which the diffusion model best denoises the latent).
 """
 
 from __future__ import annotations

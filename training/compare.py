@@ -1,6 +1,7 @@
 """Side-by-side figure of several checkpoints' generated dogs: the same breeds, mixes and seeds for each.
 
     python -m training.compare runs/plain64 checkpoints/dogs64 --out docs/plain-vs-final.png
+    python -m training.compare checkpoints/dogs64 --first-panel-of docs/plain-vs-stage1-vs-adversarial.png --out docs/plain-vs-final.png
 
 Each row is one breed (or 50/50 mix), with ``--columns`` samples from each checkpoint, one panel per
 checkpoint, left to right. Only generated images: no photo is read.
@@ -31,8 +32,13 @@ def breed_weights(names: list[str], spec: str) -> torch.Tensor:
     return weights / weights.sum()
 
 
+LABEL_WIDTH, HEADER, GAP = 230, 28, 20  # px: row labels on the left, panel titles on top, space between panels
+
+
 def side_by_side(folders: list[Path], rows: list[str], columns: int = 6, seed: int = 0, scale: int = 2,
-                 titles: list[str] | None = None) -> Image.Image:
+                 titles: list[str] | None = None, earlier: Image.Image | None = None) -> Image.Image:
+    """One panel per checkpoint; ``earlier``: a figure of this command whose first panel (title included)
+    goes on the left, for a checkpoint that is no longer kept (it must have the same rows and columns)."""
     panels = []
     names: list[str] | None = None
     for folder in folders:
@@ -44,19 +50,32 @@ def side_by_side(folders: list[Path], rows: list[str], columns: int = 6, seed: i
         images = torch.cat([latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed + i)
                             for i, spec in enumerate(rows)])
         panels.append(grid(images, columns=columns, scale=scale))
-    label_width, header = 230, 28
-    width = label_width + sum(p.width for p in panels) + 20
-    figure = Image.new("RGB", (width, panels[0].height + header), "white")
+    kept: Image.Image | None = None
+    if earlier is not None:
+        earlier = earlier.convert("RGB")
+        end = LABEL_WIDTH + panels[0].width
+        # Its first panel must end where ours would, followed by the white gap between panels.
+        gap = earlier.crop((end, HEADER, end + GAP, earlier.height)) if earlier.width >= end + GAP else None
+        if earlier.height != panels[0].height + HEADER or gap is None or gap.getextrema() != ((255, 255),) * 3:
+            raise SystemExit(f"the earlier figure's first panel does not match ours ({panels[0].width}x{panels[0].height} px "
+                             f"under a {HEADER} px title, then a {GAP} px white gap): make both with the same "
+                             "--breeds, --mixes and --columns")
+        kept = earlier.crop((LABEL_WIDTH, 0, end, earlier.height))
+    width = LABEL_WIDTH + sum(p.width + GAP for p in panels) + (kept.width + GAP if kept else 0)
+    figure = Image.new("RGB", (width, panels[0].height + HEADER), "white")
     draw = ImageDraw.Draw(figure)
-    x = label_width
+    x = LABEL_WIDTH
+    if kept is not None:
+        figure.paste(kept, (x, 0))
+        x += kept.width + GAP
     for panel, title in zip(panels, titles or [str(f) for f in folders]):
-        figure.paste(panel, (x, header))
+        figure.paste(panel, (x, HEADER))
         draw.text((x + 4, 8), title, fill="black")
-        x += panel.width + 20
+        x += panel.width + GAP
     row_height = panels[0].height / len(rows)
     for i, spec in enumerate(rows):
         label = spec.replace("+", " + ") + (" (50/50)" if "+" in spec else "")
-        draw.text((6, header + int((i + 0.5) * row_height) - 6), label, fill="black")
+        draw.text((6, HEADER + int((i + 0.5) * row_height) - 6), label, fill="black")
     return figure
 
 
@@ -69,12 +88,16 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--columns", type=int, default=6, help="samples per row and checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--titles", default=None, help="comma-separated panel titles, one per checkpoint")
+    p.add_argument("--first-panel-of", type=Path, default=None, metavar="FIGURE",
+                   help="an earlier figure of this command: its first panel goes on the left (for a checkpoint "
+                        "that is no longer kept; same --breeds, --mixes and --columns)")
     args = p.parse_args(argv)
     rows = [r for r in args.breeds.split(",") + args.mixes.split(",") if r]
     titles = args.titles.split(",") if args.titles else None
     if titles is not None and len(titles) != len(args.checkpoints):
         raise SystemExit(f"{len(titles)} titles for {len(args.checkpoints)} checkpoints")
-    figure = side_by_side(args.checkpoints, rows, args.columns, args.seed, titles=titles)
+    earlier = Image.open(args.first_panel_of) if args.first_panel_of else None
+    figure = side_by_side(args.checkpoints, rows, args.columns, args.seed, titles=titles, earlier=earlier)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.save(args.out)
     print(f"wrote {args.out}")

@@ -1,7 +1,7 @@
 """Fit a learned latent prior (diffusion, or two-stage VAE) to a trained checkpoint and write a new checkpoint.
 
-    python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/spatial64-diff \
-        --steps 3000 --diffusion-channels 64 --lr 2e-3 --sampling-steps 8
+    python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/diff96a \
+        --steps 4000 --diffusion-channels 96 --attention --lr 2e-3 --sampling-steps 8
     python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior   # two-stage
 
 ``--kind diffusion`` trains :class:`model.vae.LatentDiffusion` (for spatial latents: the default checkpoint);
@@ -14,7 +14,9 @@ so no held-out photo is seen), trains a small breed-conditional model of those l
 whose score on a slice of them it did not train on is best (early stopping: the negative ELBO for the
 two-stage VAE, the denoising error at fixed times and noise for diffusion), and writes the same model with
 ``latent_prior`` set to the kind: sampling, mixing and morphing then go through that prior. The encoder,
-decoder, breed head and ex-post Gaussians are copied unchanged. One process, minutes on 2 CPU cores; it
+decoder, breed head and ex-post Gaussians are copied unchanged. The training latents are those of the photos and
+of their mirror images (``--no-flip``: the photos only); what is checked and kept is an exponential moving
+average of the prior's weights (``--ema``, 0.999), the usual practice for diffusion models. One process, minutes on 2 CPU cores; it
 runs on a GPU when there is one (``--device``). Writes ``prior-metrics.jsonl`` (one line per ``--log-every``
 steps, with the early-stopping and held-out latents' scores) and ``figures/samples-prior.png`` (8 samples per breed).
 """

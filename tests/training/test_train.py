@@ -152,6 +152,16 @@ def test_compare_figure_puts_two_checkpoints_side_by_side(tmp_path: Path, tiny_c
         assert figure.height > 3 * 64  # three rows of 64 px samples (scaled) under a header
     with pytest.raises(SystemExit, match="unknown breed 'poodle'"):
         compare([str(tiny_checkpoint), str(tiny_checkpoint), "--out", str(tmp_path / "x.png"), "--breeds", "poodle"])
+    # A checkpoint that is gone keeps its place through its panel in an earlier figure.
+    rows = ["--breeds", "beagle,samoyed", "--mixes", "beagle+gordon_setter", "--columns", "3"]
+    again = compare([str(tiny_checkpoint), "--first-panel-of", str(out), "--out", str(tmp_path / "again.png"), *rows])
+    with Image.open(out) as first, Image.open(again) as second:
+        assert second.size == first.size
+        assert list(second.getdata()) == list(first.convert("RGB").getdata())  # same checkpoint, seeds and layout
+    with pytest.raises(SystemExit, match="same --breeds, --mixes and --columns"):
+        compare([str(tiny_checkpoint), "--first-panel-of", str(out), "--out", str(tmp_path / "x.png"), "--breeds", "beagle", *rows[2:]])  # 2 rows, not 3
+    with pytest.raises(SystemExit, match="same --breeds, --mixes and --columns"):
+        compare([str(tiny_checkpoint), "--first-panel-of", str(out), "--out", str(tmp_path / "x.png"), *rows[:-1], "2"])
 
 
 def test_latent_prior_stage_adds_a_two_stage_prior(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> None:
