@@ -157,7 +157,7 @@ def test_compare_figure_puts_two_checkpoints_side_by_side(tmp_path: Path, tiny_c
     again = compare([str(tiny_checkpoint), "--first-panel-of", str(out), "--out", str(tmp_path / "again.png"), *rows])
     with Image.open(out) as first, Image.open(again) as second:
         assert second.size == first.size
-        assert list(second.getdata()) == list(first.convert("RGB").getdata())  # same checkpoint, seeds and layout
+        assert second.tobytes() == first.convert("RGB").tobytes()  # same checkpoint, seeds and layout
     with pytest.raises(SystemExit, match="same --breeds, --mixes and --columns"):
         compare([str(tiny_checkpoint), "--first-panel-of", str(out), "--out", str(tmp_path / "x.png"), "--breeds", "beagle", *rows[2:]])  # 2 rows, not 3
     with pytest.raises(SystemExit, match="same --breeds, --mixes and --columns"):
