@@ -91,10 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def split_latents(model: BreedVAE, card: dict[str, Any], data: Path, cache_dir: Path | None,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Posterior means and breed indices of the checkpoint's training and held-out photos, and the
-    posterior means of the training photos' mirror images (row for row)."""
+def split_latents(model: BreedVAE, card: dict[str, Any], data: Path, cache_dir: Path | None, device: torch.device,
+                  mirrored: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Posterior means and breed indices of the checkpoint's training and held-out photos, and (``mirrored``)
+    the posterior means of the training photos' mirror images, row for row."""
     breeds = [b["name"] for b in card["breeds"]]
     photos = limit_per_breed(find_photos(data), (card.get("training") or {}).get("max_per_breed"))
     if photos.breeds != breeds:
@@ -106,7 +106,7 @@ def split_latents(model: BreedVAE, card: dict[str, Any], data: Path, cache_dir: 
     index = {b: i for i, b in enumerate(breeds)}
     return (posterior_means(model, train.pixels, device), torch.tensor([index[b] for b in train.breeds]),
             posterior_means(model, val.pixels, device), torch.tensor([index[b] for b in val.breeds]),
-            posterior_means(model, train.pixels[:, :, ::-1], device))
+            posterior_means(model, train.pixels[:, :, ::-1], device) if mirrored else None)
 
 
 class WeightAverage:
@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> Path:
     metric = "neg_elbo" if two_stage else "denoising_mse"
 
     with torch.no_grad():
-        train_z, train_y, val_z, val_y, mirrored_z = split_latents(model, card, args.data, args.cache_dir, device)
+        train_z, train_y, val_z, val_y, mirrored_z = split_latents(model, card, args.data, args.cache_dir, device,
+                                                                   mirrored=not args.no_flip)
     # Early stopping: the prior overfits ~17k latents within a few thousand steps (its held-out ELBO turns
     # up). A slice of the *training* latents picks the step, so the checkpoint's held-out photos stay
     # unseen until evaluation.
@@ -164,9 +165,9 @@ def main(argv: list[str] | None = None) -> Path:
     shuffled = torch.randperm(len(train_z), generator=generator)
     n_stop = max(1, int(args.stop_fraction * len(train_z)))
     stop_z, stop_y = train_z[shuffled[:n_stop]], train_y[shuffled[:n_stop]]
-    train_z, train_y, mirrored_z = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]], mirrored_z[shuffled[n_stop:]]
-    if not args.no_flip:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
-        train_z, train_y = torch.cat([train_z, mirrored_z]), torch.cat([train_y, train_y])
+    train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
+    if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
+        train_z, train_y = torch.cat([train_z, mirrored_z[shuffled[n_stop:]]]), torch.cat([train_y, train_y])
     prior.fit_standardisation(train_z.to(device))
     print(f"{len(train_z)} training / {n_stop} early-stopping / {len(val_z)} held-out latents of {args.init_from}; "
           f"prior: {sum(p.numel() for p in prior.parameters()):,} parameters on {device}", flush=True)

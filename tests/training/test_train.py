@@ -170,10 +170,12 @@ def test_latent_prior_stage_adds_a_two_stage_prior(tmp_path: Path, tiny_checkpoi
     out = tmp_path / "prior"
     fit_prior(["--init-from", str(tiny_checkpoint), "--data", str(folders_data), "--out", str(out), "--steps", "40",
                "--batch-size", "16", "--hidden", "32", "--noise-dim", "4", "--log-every", "20",
-               "--cache-dir", str(cache_dir), "--no-progress"])
+               "--cache-dir", str(cache_dir), "--no-progress", "--no-flip"])
     model, card = checkpoint.load(out)
     source, _ = checkpoint.load(tiny_checkpoint)
     assert model.cfg.latent_prior == "two_stage" and model.latent_prior is not None
+    fitted = card["latent_prior_training"]
+    assert fitted["training_latents"] == card["split"]["train"] - fitted["early_stopping_latents"]  # no mirror images
     state, source_state = model.state_dict(), source.state_dict()
     assert all(torch.equal(state[k], v) for k, v in source_state.items())  # stage 1 copied unchanged
     logged = [json.loads(line) for line in (out / "prior-metrics.jsonl").read_text().splitlines()]
