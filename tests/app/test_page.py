@@ -98,6 +98,7 @@ def test_the_page_in_a_real_browser(server: str, browser, tmp_path: Path) -> Non
     browser.find_element(By.ID, "photo-file").send_keys(str(photo))
     wait.until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, "#identify-bars li")) == 3)
     wait.until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#ancestry-bars li"))
+    wait.until(lambda _: updates("ancestry-image") >= 1)  # a dog of that mix
     browser.find_element(By.ID, "transfer-button").click()
     wait.until(lambda _: updates("transfer-image") >= 1)
     browser.find_element(By.ID, "morph-button").click()
