@@ -175,6 +175,9 @@ class Distributed:
 
     def close(self) -> None:
         if self.enabled:
+            # Every rank past its last collective before any tears gloo down (one CI run saw rank 0 abort
+            # with "terminate called without an active exception" at the end of a run).
+            dist.barrier()
             dist.destroy_process_group()
 
 
