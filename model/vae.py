@@ -34,7 +34,8 @@ samples come from a small breed-conditional diffusion model on the latents (``La
 latent-diffusion recipe of Rombach et al. at toy scale), trained after stage 1 by
 ``python -m training.prior --kind diffusion``. An MLP second-stage VAE on the latents (``LatentPrior``,
 Dai & Wipf) is the other choice, for vector latents. In both cases the Gaussians stay for the closed-form
-densities (identification from ``z``, ancestry).
+densities (identification from ``z``, the ancestry's fit score); a diffusion prior also answers ancestry itself,
+its denoising error standing in for the likelihood of a breed mix (``LatentDiffusion.denoising_error``).
 
 Training has two stages. Stage 1 maximises the ELBO above. A VAE decoder trained only on the pixel
 likelihood decodes prior samples to breed-independent blur ("texture soup": issue 7), because the
@@ -62,6 +63,7 @@ References
   Implicit Models", ICLR 2021 (DDIM); Nichol & Dhariwal, "Improved DDPM", ICML 2021 (cosine schedule).
 - Salimans & Ho, "Progressive Distillation for Fast Sampling of Diffusion Models", ICLR 2022 (v-prediction);
   Ho & Salimans, "Classifier-Free Diffusion Guidance", 2022.
+- Li et al., "Your Diffusion Model is Secretly a Zero-Shot Classifier", ICCV 2023 (denoising error as a class score).
 - Larsen et al., "Autoencoding beyond pixels using a learned similarity metric", ICML 2016 (VAE-GAN).
 - Esser, Rombach & Ommer, "Taming Transformers for High-Resolution Image Synthesis", CVPR 2021 (adaptive GAN weight).
 - Miyato et al., "Spectral Normalization for GANs", ICLR 2018; Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.
@@ -429,14 +431,18 @@ class LatentDiffusion(StandardisedLatentModel):
                 h = self.attention[str(i)](h)
         return self.conv_out(h).flatten(1)
 
+    def noised(self, x: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """Standardised latents x at times t with noise eps -> (x_t, the velocity v the denoiser should predict)."""
+        alpha, sigma = (s[:, None] for s in self.alpha_sigma(t))
+        return alpha * x + sigma * eps, alpha * eps - sigma * x
+
     def loss(self, z: Tensor, breed_weights: Tensor) -> tuple[Tensor, Tensor]:
         """(mean squared v-prediction error per latent number, the same on the conditioned rows only)."""
         x = (z - self.z_mean) / self.z_scale
         t = torch.rand(len(x), device=x.device)
-        eps = torch.randn_like(x)
-        alpha, sigma = (s[:, None] for s in self.alpha_sigma(t))
+        x_t, v = self.noised(x, t, torch.randn_like(x))
         keep = (torch.rand(len(x), 1, device=x.device) >= self.CONDITION_DROPOUT).to(x.dtype) if self.training else 1.0
-        error = (self.velocity(alpha * x + sigma * eps, t, breed_weights * keep) - (alpha * eps - sigma * x)).pow(2).mean(1)
+        error = (self.velocity(x_t, t, breed_weights * keep) - v).pow(2).mean(1)
         return error.mean(), error.detach().mean()
 
     def denoising_error(self, z: Tensor, breed_weights: Tensor, probes: int = 32) -> Tensor:
@@ -450,8 +456,7 @@ class LatentDiffusion(StandardisedLatentModel):
         x = (z.to(self.z_mean) - self.z_mean) / self.z_scale
         t = (torch.arange(probes, device=x.device) + 0.5) / probes
         eps = torch.randn(probes, x.numel(), generator=torch.Generator().manual_seed(0)).to(x)
-        alpha, sigma = (s[:, None] for s in self.alpha_sigma(t))
-        x_t, v = alpha * x + sigma * eps, alpha * eps - sigma * x
+        x_t, v = self.noised(x.expand(probes, -1), t, eps)
         m = len(breed_weights)
         predicted = self.velocity(x_t.repeat(m, 1), t.repeat(m), breed_weights.repeat_interleave(probes, 0))
         return (predicted - v.repeat(m, 1)).pow(2).mean(1).view(m, probes).mean(1)

@@ -19,8 +19,8 @@ Stage 2, the adversarial decoder (encoder, breed head and ex-post prior stay fix
 The latent prior that the default checkpoint samples from (a diffusion model on the latents) is fitted
 afterwards by its own command (``training/prior.py``):
 
-    python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/spatial64-diff \
-        --steps 3000 --diffusion-channels 64 --lr 2e-3 --sampling-steps 8
+    python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/diff96a \
+        --steps 4000 --diffusion-channels 96 --attention --lr 2e-3 --sampling-steps 8
 
 The plain-VAE baseline of issue 7 (no breed input to the decoder, fixed pixel scale, samples from N(0, I)):
 
