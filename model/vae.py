@@ -574,7 +574,8 @@ class BreedVAE(nn.Module):
         )
 
     def adversarial_loss(self, x: Tensor, breeds: Tensor, discriminator: Callable[[Tensor, Tensor], Tensor],
-                         adversarial_weight: float) -> tuple[Tensor, Tensor, dict[str, float]]:
+                         adversarial_weight: float, prior_latents: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor, dict[str, float]]:
         """Decoder loss of the adversarial stage (VAE-GAN, Larsen et al.; weighting as in VQGAN, Esser et al.).
 
         The encoder is frozen, so ``z`` and the ex-post prior stay valid. The decoder is asked for two
@@ -584,7 +585,9 @@ class BreedVAE(nn.Module):
         the decoder's last layer has ``adversarial_weight`` times the norm of the reconstruction's.
         ``discriminator`` is any critic ``(images, breed weights) -> scores``, e.g. a :class:`Discriminator`
         behind a differentiable augmentation. Returns (loss, generated images in batch order, logs); the
-        images are for the discriminator step.
+        images are for the discriminator step. ``prior_latents`` (one per image of the second half) are that
+        half's samples when given, e.g. from a learned latent prior; otherwise they are drawn from the
+        ex-post Gaussians.
         """
         cfg = self.cfg
         half = x.shape[0] // 2  # the first half is reconstructed, the second half's breeds are sampled
@@ -593,8 +596,13 @@ class BreedVAE(nn.Module):
             mu, log_var = self.encode(x[:half])
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
             sampled = breeds[half:]
-            eps = torch.randn(len(sampled), cfg.latent_dim, device=x.device)
-            z_prior = self.prior_mean[sampled] + torch.einsum("nij,nj->ni", self.prior_cholesky[sampled], eps)
+            if prior_latents is not None:
+                if prior_latents.shape != (len(sampled), cfg.latent_dim):
+                    raise ValueError(f"prior_latents: expected shape {(len(sampled), cfg.latent_dim)}, got {tuple(prior_latents.shape)}")
+                z_prior = prior_latents
+            else:
+                eps = torch.randn(len(sampled), cfg.latent_dim, device=x.device)
+                z_prior = self.prior_mean[sampled] + torch.einsum("nij,nj->ni", self.prior_cholesky[sampled], eps)
         images = self.decode(torch.cat([z, z_prior]), weights)
         recon, x = images[:half], x[:half]
         rec_loss = (recon - x).abs().mean() + (recon - x).pow(2).mean()

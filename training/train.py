@@ -12,7 +12,8 @@ Resume a stopped run from its last finished epoch (same --out):
 
     python -m training --data ../shared/dogs --out runs/dogs64 --epochs 40 --resume
 
-Stage 2, the adversarial decoder (encoder, breed head and ex-post prior stay fixed; one process):
+Stage 2, the adversarial decoder (encoder, breed head and latent priors stay fixed; one process; a checkpoint with
+a learned prior keeps it, and the discriminator judges decodes of ``--prior-bank`` latents drawn from it per breed):
 
     python -m training --data ../shared/dogs --out runs/dogs64-adv --init-from runs/dogs64 --adversarial --epochs 6 --lr 2e-4
 
@@ -98,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adversarial-weight", type=float, default=0.5,
                    help="adversarial gradient norm relative to the reconstruction's at the decoder's last layer")
     p.add_argument("--discriminator-lr", type=float, default=2e-4)
+    p.add_argument("--prior-bank", type=int, default=128,
+                   help="adversarial stage of a checkpoint with a learned latent prior: latents drawn from it per breed "
+                        "once at the start, whose decodes the discriminator judges (0: the ex-post Gaussians instead)")
     p.add_argument("--r1", type=float, default=1.0,
                    help="R1 gradient penalty weight on real photos (Mescheder et al. 2018); 0 turns it off")
     p.add_argument("--no-diff-augment", action="store_true",
@@ -258,15 +262,37 @@ class AdversarialStage:
     def __init__(self, model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, args: argparse.Namespace,
                  device: torch.device) -> None:
         self.model, self.pixels, self.labels, self.args, self.device = model, pixels, labels, args, device
-        for module in (model.encoder, model.breed_head):
-            module.requires_grad_(False)
+        for module in (model.encoder, model.breed_head, model.latent_prior):
+            if module is not None:
+                module.requires_grad_(False)
         model.log_pixel_scale.requires_grad_(False)
+        self.prior_bank = self.draw_prior_bank(model, args.prior_bank, args.seed, not args.no_progress) if model.latent_prior else None
+        self.bank_gen = torch.Generator().manual_seed(args.seed * 7919 + 2)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(trainable, lr=args.lr, betas=(0.5, 0.9))
         self.discriminator = Discriminator(model.cfg.n_breeds).to(device)
         self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=args.discriminator_lr, betas=(0.5, 0.9))
         self.aug_gen = torch.Generator().manual_seed(args.seed * 7919)
         self.disc_aug_gen = torch.Generator().manual_seed(args.seed * 7919 + 1)
+
+    @staticmethod
+    def draw_prior_bank(model: BreedVAE, per_breed: int, seed: int, progress: bool = True) -> torch.Tensor | None:
+        """(n_breeds, per_breed, latent_dim) latents from the checkpoint's learned prior: what it will decode
+        when serving. Drawn once, because a diffusion prior's sampling costs more than a decoder step, and
+        the decoder should learn to render those latents, not the ex-post Gaussians' (soup on a spatial latent)."""
+        if per_breed < 1:
+            return None
+        model.eval()
+        bank = torch.stack([latent_ops.sample_latents(model, per_breed, breed=b, seed=seed * 1000 + b)[0]
+                            for b in tqdm(range(model.cfg.n_breeds), desc="prior latents", leave=False, disable=not progress)])
+        model.train()
+        return bank.to(next(model.parameters()).device)
+
+    def prior_latents(self, breeds: torch.Tensor) -> torch.Tensor | None:
+        if self.prior_bank is None:
+            return None
+        pick = torch.randint(0, self.prior_bank.shape[1], (len(breeds),), generator=self.bank_gen)
+        return self.prior_bank[breeds.cpu(), pick]
 
     def view(self, images: torch.Tensor) -> torch.Tensor:
         """What the discriminator sees of an image batch: DiffAugment unless --no-diff-augment."""
@@ -289,7 +315,9 @@ class AdversarialStage:
             x = augment(to_tensor(self.pixels[idx.numpy()]), self.aug_gen).to(self.device)
             y = self.labels[idx].to(self.device)
             disc.requires_grad_(False)
-            loss, generated, logs = model.adversarial_loss(x, y, self.critic, args.adversarial_weight)
+            half = len(y) // 2
+            loss, generated, logs = model.adversarial_loss(x, y, self.critic, args.adversarial_weight,
+                                                           self.prior_latents(y[half:]))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -363,17 +391,21 @@ def main(argv: list[str] | None = None) -> Path:
         generated_breed_weight=0.0 if args.plain else args.generated_breed_weight,
         **(dict(breed_embed_dim=0, learned_pixel_scale=False, latent_prior="standard") if args.plain else {}),
     )
+    source = None
+    if args.init_from and not args.resume:
+        source, source_card = checkpoint.load(args.init_from)
+        if args.adversarial:  # the decoder of that checkpoint, whatever its latent prior (kept as it is)
+            cfg = source.cfg
+        if source.cfg.to_dict() | {"beta": 0, "breed_weight": 0, "generated_breed_weight": 0} != cfg.to_dict() | {
+            "beta": 0, "breed_weight": 0, "generated_breed_weight": 0
+        } or [b["name"] for b in source_card["breeds"]] != breeds:
+            raise SystemExit(f"--init-from: {args.init_from} has another architecture or breed list")
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     model = BreedVAE(cfg).to(ddp.device)
     opt = make_optimizer(model, args.lr, args.weight_decay)
     start_epoch, history = 0, []
-    if args.init_from and not args.resume:
-        source, source_card = checkpoint.load(args.init_from)
-        if source.cfg.to_dict() | {"beta": 0, "breed_weight": 0, "generated_breed_weight": 0} != cfg.to_dict() | {
-            "beta": 0, "breed_weight": 0, "generated_breed_weight": 0
-        } or [b["name"] for b in source_card["breeds"]] != breeds:
-            raise SystemExit(f"--init-from: {args.init_from} has another architecture or breed list")
+    if source is not None:
         model.load_state_dict(source.state_dict())
     if args.resume:
         if not (out / RESUME_STATE).is_file():
@@ -399,7 +431,10 @@ def main(argv: list[str] | None = None) -> Path:
         "git_commit": git_commit(),
     }
     if args.init_from:  # how the starting weights were made, so the lineage stays reproducible
-        card_base["init_from_card"] = {k: checkpoint.read_card(args.init_from).get(k) for k in ("training", "git_commit", "init_from_card")}
+        source_card = checkpoint.read_card(args.init_from)
+        card_base["init_from_card"] = {k: source_card.get(k) for k in ("training", "git_commit", "init_from_card")}
+        if args.adversarial and "latent_prior_training" in source_card:  # the prior is kept, so is how it was made
+            card_base["latent_prior_training"] = source_card["latent_prior_training"]
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)

@@ -65,6 +65,19 @@ def test_adversarial_loss_trains_the_decoder_only() -> None:
     assert all(p.grad is None for p in model.encoder.parameters())  # z stays the frozen encoder's
 
 
+def test_adversarial_loss_decodes_the_given_prior_latents() -> None:
+    model = BreedVAE(VAEConfig(**SMALL))
+    discriminator = Discriminator(4, channels=(8, 16))
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
+    z = torch.randn(3, model.cfg.latent_dim)
+    _, generated, _ = model.adversarial_loss(x, y, discriminator, 0.5, prior_latents=z)
+    with torch.no_grad():
+        expected = model.decode(z, torch.eye(4)[y[3:]])
+    assert torch.allclose(generated[3:], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="prior_latents"):
+        model.adversarial_loss(x, y, discriminator, 0.5, prior_latents=z[:2])
+
+
 def test_projection_discriminator_scores_depend_on_the_breed() -> None:
     discriminator = Discriminator(4, channels=(8, 16))
     x = torch.rand(2, 3, 32, 32)

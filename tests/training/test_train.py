@@ -123,6 +123,21 @@ def test_adversarial_stage_tunes_only_the_decoder(tmp_path: Path, tiny_checkpoin
     assert card["init_from_card"]["training"]["epochs"] == 3  # the lineage of the starting weights
 
 
+def test_adversarial_stage_keeps_a_learned_prior(tmp_path: Path, tiny_diffusion_checkpoint: Path, folders_data: Path,
+                                                cache_dir: Path) -> None:
+    out = tmp_path / "adversarial"
+    train([*_args(folders_data, out, cache_dir, 1), "--init-from", str(tiny_diffusion_checkpoint), "--adversarial",
+           "--prior-bank", "2"])
+    tuned, card = checkpoint.load(out)
+    source, source_card = checkpoint.load(tiny_diffusion_checkpoint)
+    assert tuned.cfg == source.cfg  # the source's architecture, prior included, not the command line's
+    tuned_state, source_state = tuned.state_dict(), source.state_dict()
+    prior = [k for k in source_state if k.startswith("latent_prior.")]
+    assert prior and all(torch.equal(tuned_state[k], source_state[k]) for k in prior)
+    assert not torch.equal(tuned_state["decoder.head.1.weight"], source_state["decoder.head.1.weight"])
+    assert card["latent_prior_training"] == source_card["latent_prior_training"]
+
+
 def test_adversarial_stage_needs_a_trained_checkpoint(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
     with pytest.raises(SystemExit, match="--init-from"):
         train([*_args(folders_data, tmp_path / "x", cache_dir, 1), "--adversarial"])
