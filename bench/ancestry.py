@@ -1,0 +1,74 @@
+"""How well /ancestry finds the breeds of dogs the model generated from known mixes, and how long it takes.
+
+    .venv/bin/python -m bench.ancestry                                  # default checkpoint, shares 1, 0.85, 0.7
+    .venv/bin/python -m bench.ancestry --shares 0.7 --out runs/ancestry.json
+
+For every breed b and every share s, one dog is generated from the mix "s of b, 1 - s of the breed 14 places
+further on" (``latent_ops.mix``, seed = seed + b, as ``training.evaluate``'s ``ancestry_recovery_top1``, which is
+this bench's 0.7 row) and given to ``latent_ops.ancestry`` as a photo. Per share it reports how often the
+largest component comes back as the largest weight (top-1), how often it is anywhere in the answer, the mean
+weight it gets, and the seconds per ancestry call. Needs no data set: only the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from model import checkpoint, latent_ops
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def recovery(model: Any, share: float, seed: int, max_breeds: int, progress: bool = True) -> dict[str, float]:
+    n = model.cfg.n_breeds
+    top1 = found = 0
+    weight_sum = seconds = 0.0
+    for b in tqdm(range(n), desc=f"share {share:g}", disable=not progress):
+        weights = torch.zeros(n)
+        weights[b] = share
+        weights[(b + n // 2) % n] += 1 - share
+        photo = latent_ops.mix(model, weights, seed=seed + b)
+        started = time.perf_counter()
+        answer = latent_ops.ancestry(model, photo, max_breeds=max_breeds).weights
+        seconds += time.perf_counter() - started
+        top1 += int(answer.argmax()) == b
+        found += int(answer[b] > 0)
+        weight_sum += float(answer[b])
+    return {"share": share, "mixes": n, "top1": top1 / n, "in_answer": found / n, "mean_weight": weight_sum / n,
+            "seconds_per_call": seconds / n}
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+    p = argparse.ArgumentParser(prog="python -m bench.ancestry", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
+    p.add_argument("--shares", default="1,0.85,0.7", help="comma-separated shares of the largest component, in (0.5, 1]")
+    p.add_argument("--max-breeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    shares = [float(s) for s in args.shares.split(",")]
+    if not all(0.5 < s <= 1 for s in shares):
+        p.error("--shares must lie in (0.5, 1]: the largest component must be larger than the other")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, _ = checkpoint.load(args.checkpoint, torch.device("cpu"))
+    rows = [recovery(model, s, args.seed, args.max_breeds, not args.no_progress) for s in shares]
+    for row in rows:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seed": args.seed, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
