@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init-from", type=Path, required=True, help="a checkpoint made by python -m training")
     p.add_argument("--data", type=Path, required=True, help="the data folder that checkpoint was trained on")
     p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint")
+    p.add_argument("--prior-from", type=Path, default=None,
+                   help="start the prior from this checkpoint's prior (same kind and architecture) instead of from "
+                        "scratch, e.g. to train a finished prior for longer with a new schedule")
     p.add_argument("--kind", choices=("two_stage", "diffusion"), default="two_stage",
                    help="two_stage: an MLP VAE on the latents (Dai & Wipf); diffusion: a convolutional denoising "
                         "diffusion model (for spatial latents, --latent-channels)")
@@ -128,6 +131,30 @@ class WeightAverage:
                 self.state[k].copy_(v)
 
 
+def save_with_prior(model: BreedVAE, prior_state: dict[str, torch.Tensor], card: dict[str, Any], out: Path) -> None:
+    """Write ``model`` with the prior weights ``prior_state`` (e.g. the best averaged ones); its own stay as they were."""
+    prior = model.latent_prior
+    assert prior is not None
+    own = {k: v.detach().clone() for k, v in prior.state_dict().items()}
+    prior.load_state_dict(prior_state)
+    checkpoint.save(model, card, out)
+    prior.load_state_dict(own)
+
+
+PRIOR_FIELDS = ("latent_prior", "prior_noise_dim", "prior_hidden", "diffusion_channels", "diffusion_blocks",
+                "diffusion_attention", "latent_dim", "latent_channels", "n_breeds")
+
+
+def start_prior(model: BreedVAE, source: Path, device: torch.device) -> None:
+    """Copy the prior (weights and standardisation) of checkpoint ``source`` into ``model``; exits if it differs."""
+    other, _ = checkpoint.load(source, device)
+    differ = [f for f in PRIOR_FIELDS if getattr(other.cfg, f) != getattr(model.cfg, f)]
+    if differ:
+        raise SystemExit(f"--prior-from: {source} has another prior ({', '.join(f'{f}={getattr(other.cfg, f)!r}' for f in differ)})")
+    assert model.latent_prior is not None and other.latent_prior is not None
+    model.latent_prior.load_state_dict(other.latent_prior.state_dict())
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.threads:
@@ -147,6 +174,8 @@ def main(argv: list[str] | None = None) -> Path:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("latent_prior.") for k in missing):
         raise SystemExit(f"{args.init_from}: unexpected weights {unexpected[:3]} or missing {missing[:3]}")
+    if args.prior_from:
+        start_prior(model, args.prior_from, device)
     model.eval()
     prior = model.latent_prior
     assert prior is not None
@@ -168,7 +197,8 @@ def main(argv: list[str] | None = None) -> Path:
     train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
     if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
         train_z, train_y = torch.cat([train_z, mirrored_z[shuffled[n_stop:]]]), torch.cat([train_y, train_y])
-    prior.fit_standardisation(train_z.to(device))
+    if not args.prior_from:  # a prior carried on keeps the standardisation its weights were trained with
+        prior.fit_standardisation(train_z.to(device))
     print(f"{len(train_z)} training / {n_stop} early-stopping / {len(val_z)} held-out latents of {args.init_from}; "
           f"prior: {sum(p.numel() for p in prior.parameters()):,} parameters on {device}", flush=True)
     n_breeds = cfg.n_breeds
@@ -177,6 +207,22 @@ def main(argv: list[str] | None = None) -> Path:
               "val": (val_z.to(device), F.one_hot(val_y, n_breeds).float().to(device))}
     order = balanced_indices(train_y, args.steps * args.batch_size, generator)  # every breed equally often
     best: tuple[float, int, dict[str, torch.Tensor]] = (float("inf"), 0, {})
+    started_from = checkpoint.read_card(args.prior_from).get("latent_prior_training") if args.prior_from else None
+
+    def card_for(best_step: int) -> dict[str, Any]:
+        new_card = {k: card[k] for k in ("breeds", "data", "split") if k in card}
+        return new_card | {
+            "training": card.get("training"),
+            "training_metrics": card.get("training_metrics"),
+            "history": card.get("history"),
+            "latent_prior_training": {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                                      "best_step": best_step, "history": history, "git_commit": git_commit(),
+                                      "training_latents": len(train_z), "early_stopping_latents": n_stop,
+                                      "prior_from": started_from},
+            "git_commit": card.get("git_commit"),
+            "init_from_card": {k: card.get(k) for k in ("training", "git_commit", "init_from_card")},
+        }
+
     checks_since_best = 0
     opt = torch.optim.Adam(prior.parameters(), lr=args.lr)
     average = WeightAverage(prior, args.ema) if args.ema else None
@@ -225,6 +271,8 @@ def main(argv: list[str] | None = None) -> Path:
             history.append(entry)
             with open(args.out / "prior-metrics.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
+            if checks_since_best == 0:  # a run stopped early (or killed) leaves its best checkpoint so far
+                save_with_prior(model, best[2], card_for(best[1]), args.out)
             bar.set_postfix(stop=f"{entry[f'stop_{metric}']:.4g}", best_step=best[1])
             if args.patience and checks_since_best >= args.patience:
                 print(f"stopped at step {step + 1}: no better early-stopping ELBO for {args.patience} checks", flush=True)
@@ -236,18 +284,7 @@ def main(argv: list[str] | None = None) -> Path:
     (args.out / "figures").mkdir(exist_ok=True)
     samples = torch.cat([latent_ops.sample(model, 8, breed=b, seed=b) for b in range(n_breeds)])
     labelled_rows(samples, breeds, columns=8).save(args.out / "figures" / "samples-prior.png")
-    new_card = {k: card[k] for k in ("breeds", "data", "split") if k in card}
-    new_card |= {
-        "training": card.get("training"),
-        "training_metrics": card.get("training_metrics"),
-        "history": card.get("history"),
-        "latent_prior_training": {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                                  "best_step": best[1], "history": history, "git_commit": git_commit(),
-                                  "training_latents": len(train_z), "early_stopping_latents": n_stop},
-        "git_commit": card.get("git_commit"),
-        "init_from_card": {k: card.get(k) for k in ("training", "git_commit", "init_from_card")},
-    }
-    checkpoint.save(model, new_card, args.out)
+    save_with_prior(model, best[2], card_for(best[1]), args.out)
     kept = next(e for e in history if e["step"] == best[1])
     print(f"wrote {args.out}: kept step {best[1]} of {history[-1]['step']}, {metric} of the held-out photos' latents "
           f"{kept[f'val_{metric}']:.4g}, {history[-1]['seconds']:.0f}s", flush=True)

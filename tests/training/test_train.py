@@ -275,6 +275,24 @@ def test_latent_prior_stage_stops_when_the_early_stopping_elbo_stalls(tmp_path: 
     assert checkpoint.read_card(out)["latent_prior_training"]["best_step"] == 5
 
 
+def test_prior_from_carries_a_trained_prior_on(tmp_path: Path, tiny_diffusion_checkpoint: Path, tiny_checkpoint: Path,
+                                              folders_data: Path, cache_dir: Path) -> None:
+    from training.prior import main as fit_prior
+
+    args = ["--init-from", str(tiny_checkpoint), "--data", str(folders_data), "--kind", "diffusion", "--steps", "10",
+            "--batch-size", "16", "--diffusion-channels", "16", "--diffusion-blocks", "1", "--sampling-steps", "4",
+            "--log-every", "5", "--cache-dir", str(cache_dir), "--no-progress", "--prior-from", str(tiny_diffusion_checkpoint)]
+    out = tmp_path / "carried"
+    fit_prior([*args, "--out", str(out), "--lr", "0", "--ema", "0"])  # no learning: the prior must come back as it went in
+    carried, card = checkpoint.load(out)
+    source, source_card = checkpoint.load(tiny_diffusion_checkpoint)
+    assert carried.latent_prior is not None and source.latent_prior is not None
+    assert all(torch.equal(v, source.latent_prior.state_dict()[k]) for k, v in carried.latent_prior.state_dict().items())
+    assert card["latent_prior_training"]["prior_from"] == source_card["latent_prior_training"]
+    with pytest.raises(SystemExit, match="another prior"):
+        fit_prior([*args, "--out", str(tmp_path / "wider"), "--diffusion-channels", "24"])
+
+
 def test_weight_average_follows_the_weights_with_a_lag() -> None:
     from training.prior import WeightAverage
 
