@@ -2,6 +2,8 @@
 
     python -m training.prior --kind diffusion --init-from runs/spatial64 --data ../shared/dogs --out runs/diff96a \
         --steps 4000 --diffusion-channels 96 --attention --lr 2e-3 --sampling-steps 8
+    python -m training.prior --kind diffusion --init-from runs/diff96a --prior-from runs/diff96a --data ../shared/dogs \
+        --out runs/diff96b --steps 4000 --diffusion-channels 96 --attention --lr 5e-4 --sampling-steps 8 --patience 0
     python -m training.prior --init-from runs/dogs64 --data ../shared/dogs --out runs/dogs64-prior   # two-stage
 
 ``--kind diffusion`` trains :class:`model.vae.LatentDiffusion` (for spatial latents: the default checkpoint);
