@@ -16,17 +16,16 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
-
 import torch
 from tqdm import tqdm
 
 from model import checkpoint, latent_ops
+from model.vae import BreedVAE
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def recovery(model: Any, share: float, seed: int, max_breeds: int, progress: bool = True) -> dict[str, float]:
+def recovery(model: BreedVAE, share: float, seed: int, max_breeds: int, progress: bool = True) -> dict[str, float]:
     n = model.cfg.n_breeds
     top1 = found = 0
     weight_sum = seconds = 0.0
