@@ -4,8 +4,8 @@
     .venv/bin/python -m bench.ancestry --shares 0.7 --out runs/ancestry.json
 
 For every breed b and every share s, one dog is generated from the mix "s of b, 1 - s of the breed 14 places
-further on" (``latent_ops.mix``, seed = seed + b, as ``training.evaluate``'s ``ancestry_recovery_top1``, which is
-this bench's 0.7 row) and given to ``latent_ops.ancestry`` as a photo. Per share it reports how often the
+further on" and given to ``latent_ops.ancestry`` as a photo (``training.evaluate.ancestry_recovery``; its top-1
+at 0.7 is the evaluation's ``ancestry_recovery_top1``). Per share it reports how often the
 largest component comes back as the largest weight (top-1), how often it is anywhere in the answer, the mean
 weight it gets, and the seconds per ancestry call. Needs no data set: only the checkpoint.
 """
@@ -14,34 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-import torch
-from tqdm import tqdm
 
-from model import checkpoint, latent_ops
-from model.vae import BreedVAE
+import torch
+
+from model import checkpoint
+from training.evaluate import ancestry_recovery
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def recovery(model: BreedVAE, share: float, seed: int, max_breeds: int, progress: bool = True) -> dict[str, float]:
-    n = model.cfg.n_breeds
-    top1 = found = 0
-    weight_sum = seconds = 0.0
-    for b in tqdm(range(n), desc=f"share {share:g}", disable=not progress):
-        weights = torch.zeros(n)
-        weights[b] = share
-        weights[(b + n // 2) % n] += 1 - share
-        photo = latent_ops.mix(model, weights, seed=seed + b)
-        started = time.perf_counter()
-        answer = latent_ops.ancestry(model, photo, max_breeds=max_breeds).weights
-        seconds += time.perf_counter() - started
-        top1 += int(answer.argmax()) == b
-        found += int(answer[b] > 0)
-        weight_sum += float(answer[b])
-    return {"share": share, "mixes": n, "top1": top1 / n, "in_answer": found / n, "mean_weight": weight_sum / n,
-            "seconds_per_call": seconds / n}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
@@ -60,7 +40,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, _ = checkpoint.load(args.checkpoint, torch.device("cpu"))
-    rows = [recovery(model, s, args.seed, args.max_breeds, not args.no_progress) for s in shares]
+    rows = [ancestry_recovery(model, args.seed, s, args.max_breeds, not args.no_progress) for s in shares]
     for row in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if args.out:
