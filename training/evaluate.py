@@ -235,15 +235,34 @@ def held_out_reference(fid: FID, val_ids: list[str], val_pixels: np.ndarray, n: 
     return stats, generator
 
 
+def training_reference(fid: FID, images: ImageArray, val_ids: list[str], n: int, generator: torch.Generator,
+                       image_size: int, cache_dir: Path | None) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """FID statistics (cached) and pixels of ``n`` training photos, drawn with ``generator`` after the held-out draw:
+    the real-vs-real floor's photos, and the reference sampling settings are chosen against."""
+    train_ids = sorted(set(images.ids) - set(val_ids))
+    rows = torch.randperm(len(train_ids), generator=generator)[:n].tolist()
+    ids = [train_ids[r] for r in rows]
+    photos = to_tensor(images.select(ids).pixels)
+    return fid.cached_statistics(photos, "FID: training photos", json.dumps([image_size, ids]), cache_dir), photos
+
+
+REFERENCES = ("held-out", "training")
+
+
 def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], residual_scales: list[float] | None = None,
               fid_samples: int = 1000, seed: int = 0, device: str = "cpu", cache_dir: Path | None = None,
-              guidance_scales: list[float] | None = None, sampling_steps: list[int] | None = None) -> list[dict[str, float]]:
+              guidance_scales: list[float] | None = None, sampling_steps: list[int] | None = None,
+              reference: str = "held-out") -> list[dict[str, float]]:
     """FID of prior samples at each temperature, and each residual scale (two-stage prior) or
     classifier-free guidance scale and number of DDIM steps (diffusion prior).
 
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own
-    settings reproduces its ``fid_prior_samples``. Only FID: about 3 minutes per row on 2 CPU cores.
+    settings reproduces its ``fid_prior_samples``. ``reference="training"`` measures against the training
+    photos of the evaluation's real-vs-real floor instead: settings chosen that way have not seen the
+    held-out photos (``python -m training.sampling``). Only FID: about 3 minutes per row on 2 CPU cores.
     """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
     model, card = checkpoint.load(checkpoint_dir, device)
     if residual_scales and model.cfg.latent_prior != "two_stage":
         raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
@@ -252,10 +271,13 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
     setting, values = {"two_stage": ("residual_scale", residual_scales or [model.cfg.prior_residual_scale]),
                        "diffusion": ("guidance", guidance_scales or [model.cfg.diffusion_guidance])}.get(
                            model.cfg.latent_prior, (None, [None]))
-    val = held_out_photos(card, load_images(find_photos(data), model.cfg.image_size, cache_dir), data)
+    images = load_images(find_photos(data), model.cfg.image_size, cache_dir)
+    val = held_out_photos(card, images, data)
     fid = FID(torch.device(device))
     n = min(fid_samples, len(val.ids))
-    real_stats, _ = held_out_reference(fid, val.ids, val.pixels, n, seed, model.cfg.image_size, cache_dir)
+    real_stats, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, model.cfg.image_size, cache_dir)
+    if reference == "training":
+        real_stats, _ = training_reference(fid, images, val.ids, n, generator, model.cfg.image_size, cache_dir)
     rows = []
     steps_values: list[int | None] = list(sampling_steps or [None])
     for value, steps in itertools.product(values, steps_values):
@@ -267,7 +289,8 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
             model.cfg.diffusion_sampling_steps = steps
         for temperature in temperatures:
             samples, _ = balanced_samples(model, fid_samples, seed, temperature=temperature)
-            row = {"temperature": temperature, "fid_prior_samples": fid.distance(real_stats, fid.statistics(samples, "FID: prior samples"))}
+            row = {"temperature": temperature, "fid_prior_samples": fid.distance(real_stats, fid.statistics(samples, "FID: prior samples")),
+                   "reference": reference}
             if setting is not None:
                 row[setting] = value
             if setting == "guidance":
@@ -328,12 +351,7 @@ def evaluate(
         n_real = min(fid_samples, len(val_ids))
         real_stats, generator = held_out_reference(fid, val_ids, val.pixels, n_real, seed, model.cfg.image_size, cache_dir)
         sample_stats = fid.statistics(samples[:fid_samples], "FID: prior samples")
-        train_ids = sorted(set(images.ids) - set(val_ids))
-        train_rows = torch.randperm(len(train_ids), generator=generator)[:n_real].tolist()
-        floor_ids = [train_ids[r] for r in train_rows]
-        floor_photos = to_tensor(images.select(floor_ids).pixels)
-        floor_stats = fid.cached_statistics(floor_photos, "FID: training photos",
-                                            json.dumps([model.cfg.image_size, floor_ids]), cache_dir)
+        floor_stats, floor_photos = training_reference(fid, images, val_ids, n_real, generator, model.cfg.image_size, cache_dir)
         # The same training photos through the autoencoder: the FID no prior can beat with this decoder.
         reconstructions = torch.cat([latent_ops.reconstruct(model, floor_photos[i : i + 100]) for i in range(0, n_real, 100)])
         reconstruction_stats = fid.statistics(reconstructions, "FID: reconstructions")
@@ -376,13 +394,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="with --sweep-temperatures on a diffusion checkpoint: also over these guidance scales")
     p.add_argument("--sweep-sampling-steps", default=None, metavar="S1,S2,...",
                    help="with --sweep-temperatures on a diffusion checkpoint: also over these numbers of DDIM steps")
+    p.add_argument("--sweep-against", choices=REFERENCES, default="held-out",
+                   help="with --sweep-temperatures: the real photos FID is measured against (training: the floor's "
+                        "training photos, to choose settings without looking at the held-out ones)")
     args = p.parse_args(argv)
     if args.sweep_temperatures:
         rows = fid_sweep(args.checkpoint, args.data, _floats(args.sweep_temperatures),
                          _floats(args.sweep_residual_scales) if args.sweep_residual_scales else None,
                          args.fid_samples, args.seed, args.device, args.cache_dir,
                          _floats(args.sweep_guidance) if args.sweep_guidance else None,
-                         [int(v) for v in _floats(args.sweep_sampling_steps)] if args.sweep_sampling_steps else None)
+                         [int(v) for v in _floats(args.sweep_sampling_steps)] if args.sweep_sampling_steps else None,
+                         args.sweep_against)
         return {"fid_sweep": rows}
     metrics = evaluate(args.checkpoint, args.data, args.out, args.fid_samples, args.seed, args.device,
                        args.cache_dir, not args.no_update_card)
