@@ -125,7 +125,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="hide tqdm bars (logs stay)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if min(args.epochs, args.batch_size, args.latent_dim) < 1 or args.latent_channels < 0:
+        p.error("--epochs, --batch-size and --latent-dim must be positive, --latent-channels must not be negative")
+    non_negative = ("lr", "weight_decay", "beta", "kl_warmup_epochs", "generated_breed_weight", "adversarial_weight",
+                    "discriminator_lr", "prior_bank", "r1")
+    bad = [f"--{name.replace('_', '-')}" for name in non_negative if not getattr(args, name) >= 0]  # also catches NaN
+    if bad:
+        p.error(f"{', '.join(bad)}: must be a number that is not negative")
+    if not 0 < args.validation_fraction < 1:
+        p.error("--validation-fraction must lie strictly between 0 and 1")
+    if args.max_per_breed is not None and args.max_per_breed < 2:
+        p.error("--max-per-breed must be at least 2 (one photo to train on, one held out)")
+    for flag in ("channels", "classifier_channels"):
+        try:
+            widths = _ints(getattr(args, flag))
+        except ValueError:
+            widths = ()
+        if not widths or min(widths) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be a comma-separated list of positive integers, e.g. 32,64,128")
+    return args
 
 
 def git_commit() -> str | None:

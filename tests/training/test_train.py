@@ -308,3 +308,24 @@ def test_weight_average_follows_the_weights_with_a_lag() -> None:
     average.update(layer)
     assert torch.allclose(average.state["weight"], torch.full((2, 2), 1.2))  # a tenth of the way, at decay 0.9
     assert torch.equal(layer.weight, torch.full((2, 2), 3.0))  # the module itself is left alone
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "must be positive"),
+    (["--batch-size", "-4"], "must be positive"),
+    (["--lr=-1e-3"], "--lr: must be a number that is not negative"),
+    (["--beta", "nan"], "--beta: must be a number"),
+    (["--prior-bank", "-1"], "--prior-bank: must be a number that is not negative"),
+    (["--validation-fraction", "1"], "strictly between 0 and 1"),
+    (["--max-per-breed", "1"], "at least 2"),
+    (["--channels", "32,x"], "positive integers"),
+    (["--classifier-channels", "0,8"], "positive integers"),
+])
+def test_training_refuses_bad_flags_before_reading_any_data(flags: list[str], message: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out"), *flags])
+    assert message in capsys.readouterr().err
+    assert parse_args(["--data", "d", "--out", "o"]).epochs == 30  # the defaults pass
