@@ -81,7 +81,8 @@ def prior_latents(model: BreedVAE, weights: Tensor, eps: Tensor, temperature: fl
     weights, eps = weights.to(device), eps.to(device)
     if isinstance(model.latent_prior, LatentDiffusion):
         cfg = model.cfg
-        return model.latent_prior(temperature * eps, weights, cfg.diffusion_sampling_steps, cfg.diffusion_guidance)
+        return model.latent_prior(temperature * eps, weights, cfg.diffusion_sampling_steps, cfg.diffusion_guidance,
+                                  cfg.diffusion_guidance_max_t)
     if isinstance(model.latent_prior, LatentPrior):
         u, residual = eps.split([model.cfg.prior_noise_dim, model.cfg.latent_dim], dim=1)
         return model.latent_prior(temperature * u, weights, temperature * model.cfg.prior_residual_scale * residual)

@@ -125,6 +125,9 @@ class VAEConfig:
     diffusion_blocks: int = 6  # residual blocks, all at the latent's resolution
     diffusion_sampling_steps: int = 32
     diffusion_guidance: float = 2.0  # classifier-free guidance scale; 1 is the plain conditional model
+    # Guidance only at diffusion times t <= this (1: at every step). Guiding the noisiest steps mostly narrows
+    # the variety of the samples (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval").
+    diffusion_guidance_max_t: float = 1.0
     # A self-attention layer after every second residual block: every latent position sees the whole dog at
     # once (convolutions alone need many blocks to connect head and tail, and samples grew extra heads).
     diffusion_attention: bool = False
@@ -461,14 +464,16 @@ class LatentDiffusion(StandardisedLatentModel):
         predicted = self.velocity(x_t.repeat(m, 1), t.repeat(m), breed_weights.repeat_interleave(probes, 0))
         return (predicted - v.repeat(m, 1)).pow(2).mean(1).view(m, probes).mean(1)
 
-    def forward(self, noise: Tensor, breed_weights: Tensor, steps: int, guidance: float) -> Tensor:
-        """DDIM from ``noise`` (n, latent_dim) at t = 1 to latents z (n, latent_dim) for the weights (n, n_breeds)."""
+    def forward(self, noise: Tensor, breed_weights: Tensor, steps: int, guidance: float,
+                guidance_max_t: float = 1.0) -> Tensor:
+        """DDIM from ``noise`` (n, latent_dim) at t = 1 to latents z (n, latent_dim) for the weights (n, n_breeds);
+        classifier-free guidance ``guidance`` at the steps that start at t <= ``guidance_max_t``."""
         x = noise
         times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
         unconditional = torch.zeros_like(breed_weights)
         for t, t_next in zip(times[:-1], times[1:]):
             tt = t.expand(len(x))
-            if guidance == 1.0:
+            if guidance == 1.0 or float(t) > guidance_max_t:
                 v = self.velocity(x, tt, breed_weights)
             else:
                 v_cond, v_uncond = self.velocity(torch.cat([x, x]), torch.cat([tt, tt]),

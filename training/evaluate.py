@@ -249,12 +249,17 @@ def training_reference(fid: FID, images: ImageArray, val_ids: list[str], n: int,
 REFERENCES = ("held-out", "training")
 
 
+# The sampling settings a sweep row can vary: its name in the row -> the VAEConfig field that stores it.
+SWEPT_SETTINGS = {"residual_scale": "prior_residual_scale", "guidance": "diffusion_guidance",
+                  "sampling_steps": "diffusion_sampling_steps", "guidance_max_t": "diffusion_guidance_max_t"}
+
+
 def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], residual_scales: list[float] | None = None,
               fid_samples: int = 1000, seed: int = 0, device: str = "cpu", cache_dir: Path | None = None,
               guidance_scales: list[float] | None = None, sampling_steps: list[int] | None = None,
-              reference: str = "held-out") -> list[dict[str, float]]:
-    """FID of prior samples at each temperature, and each residual scale (two-stage prior) or
-    classifier-free guidance scale and number of DDIM steps (diffusion prior).
+              reference: str = "held-out", guidance_max_ts: list[float] | None = None) -> list[dict[str, Any]]:
+    """FID of prior samples at each temperature, and each residual scale (two-stage prior) or each
+    combination of classifier-free guidance scale, number of DDIM steps and guidance interval (diffusion prior).
 
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own
     settings reproduces its ``fid_prior_samples``. ``reference="training"`` measures against the training
@@ -264,37 +269,34 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
     model, card = checkpoint.load(checkpoint_dir, device)
-    if residual_scales and model.cfg.latent_prior != "two_stage":
+    cfg = model.cfg
+    if residual_scales and cfg.latent_prior != "two_stage":
         raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
-    if (guidance_scales or sampling_steps) and model.cfg.latent_prior != "diffusion":
-        raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale or sampling steps to sweep")
-    setting, values = {"two_stage": ("residual_scale", residual_scales or [model.cfg.prior_residual_scale]),
-                       "diffusion": ("guidance", guidance_scales or [model.cfg.diffusion_guidance])}.get(
-                           model.cfg.latent_prior, (None, [None]))
-    images = load_images(find_photos(data), model.cfg.image_size, cache_dir)
+    if (guidance_scales or sampling_steps or guidance_max_ts) and cfg.latent_prior != "diffusion":
+        raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale, interval or sampling steps to sweep")
+    candidates: dict[str, list[Any]] = {}
+    if cfg.latent_prior == "two_stage":
+        candidates = {"residual_scale": list(residual_scales or [cfg.prior_residual_scale])}
+    elif cfg.latent_prior == "diffusion":
+        candidates = {"guidance": list(guidance_scales or [cfg.diffusion_guidance]),
+                      "sampling_steps": list(sampling_steps or [cfg.diffusion_sampling_steps]),
+                      "guidance_max_t": list(guidance_max_ts or [cfg.diffusion_guidance_max_t])}
+    images = load_images(find_photos(data), cfg.image_size, cache_dir)
     val = held_out_photos(card, images, data)
     fid = FID(torch.device(device))
     n = min(fid_samples, len(val.ids))
-    real_stats, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, model.cfg.image_size, cache_dir)
+    real_stats, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, cfg.image_size, cache_dir)
     if reference == "training":
-        real_stats, _ = training_reference(fid, images, val.ids, n, generator, model.cfg.image_size, cache_dir)
+        real_stats, _ = training_reference(fid, images, val.ids, n, generator, cfg.image_size, cache_dir)
     rows = []
-    steps_values: list[int | None] = list(sampling_steps or [None])
-    for value, steps in itertools.product(values, steps_values):
-        if setting == "residual_scale":
-            model.cfg.prior_residual_scale = value
-        elif setting == "guidance":
-            model.cfg.diffusion_guidance = value
-        if steps is not None:
-            model.cfg.diffusion_sampling_steps = steps
+    for combination in itertools.product(*candidates.values()):
+        settings = dict(zip(candidates, combination))
+        for name, value in settings.items():
+            setattr(cfg, SWEPT_SETTINGS[name], value)
         for temperature in temperatures:
             samples, _ = balanced_samples(model, fid_samples, seed, temperature=temperature)
             row = {"temperature": temperature, "fid_prior_samples": fid.distance(real_stats, fid.statistics(samples, "FID: prior samples")),
-                   "reference": reference}
-            if setting is not None:
-                row[setting] = value
-            if setting == "guidance":
-                row["sampling_steps"] = model.cfg.diffusion_sampling_steps
+                   "reference": reference, **settings}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -394,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="with --sweep-temperatures on a diffusion checkpoint: also over these guidance scales")
     p.add_argument("--sweep-sampling-steps", default=None, metavar="S1,S2,...",
                    help="with --sweep-temperatures on a diffusion checkpoint: also over these numbers of DDIM steps")
+    p.add_argument("--sweep-guidance-max-t", default=None, metavar="T1,T2,...",
+                   help="with --sweep-temperatures on a diffusion checkpoint: also over these guidance intervals "
+                        "(guidance only at diffusion times t <= T; 1: at every step)")
     p.add_argument("--sweep-against", choices=REFERENCES, default="held-out",
                    help="with --sweep-temperatures: the real photos FID is measured against (training: the floor's "
                         "training photos, to choose settings without looking at the held-out ones)")
@@ -404,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          args.fid_samples, args.seed, args.device, args.cache_dir,
                          _floats(args.sweep_guidance) if args.sweep_guidance else None,
                          [int(v) for v in _floats(args.sweep_sampling_steps)] if args.sweep_sampling_steps else None,
-                         args.sweep_against)
+                         args.sweep_against,
+                         _floats(args.sweep_guidance_max_t) if args.sweep_guidance_max_t else None)
         return {"fid_sweep": rows}
     metrics = evaluate(args.checkpoint, args.data, args.out, args.fid_samples, args.seed, args.device,
                        args.cache_dir, not args.no_update_card)

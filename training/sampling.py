@@ -3,9 +3,9 @@
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guidance 2,3,4 --sampling-steps 8
     python -m training.sampling runs/dogs64-prior --data ../shared/dogs --out runs/tuned --residual-scales 0.25,0.5,0.75
 
-A learned prior stores how it is sampled: the classifier-free guidance scale and number of DDIM steps of a
-diffusion prior, the residual scale of a two-stage prior. The prior command sets them from its flags; this
-command measures the FID of the same 1,000 balanced prior samples at each candidate setting (one JSON line
+A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps and
+guidance interval of a diffusion prior, the residual scale of a two-stage prior. The prior command sets guidance and steps from its flags (and guides
+every step); this command measures the FID of the same 1,000 balanced prior samples at each candidate setting (one JSON line
 each, like ``python -m training.evaluate --sweep-temperatures 1``) against **training** photos, those of the
 evaluation's real-vs-real floor, never against the held-out photos the evaluation reports FID on, so that the
 reported FID of the chosen setting has not been selected on. It then writes the checkpoint with the setting of
@@ -23,11 +23,8 @@ from typing import Any
 import torch
 
 from model import checkpoint
-from training.evaluate import _floats, fid_sweep
+from training.evaluate import SWEPT_SETTINGS, _floats, fid_sweep
 from training.train import git_commit
-
-# The swept setting per kind of prior, and the config field that stores it.
-SETTINGS = {"diffusion": ("guidance", "diffusion_guidance"), "two_stage": ("residual_scale", "prior_residual_scale")}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output folder for the checkpoint with the chosen setting")
     p.add_argument("--guidance", default=None, metavar="G1,G2,...", help="diffusion: classifier-free guidance scales to try")
     p.add_argument("--sampling-steps", default=None, metavar="S1,S2,...", help="diffusion: numbers of DDIM steps to try")
+    p.add_argument("--guidance-max-t", default=None, metavar="T1,T2,...",
+                   help="diffusion: guidance intervals to try (guidance only at diffusion times t <= T; 1: every step)")
     p.add_argument("--residual-scales", default=None, metavar="R1,R2,...", help="two-stage: residual scales to try")
     p.add_argument("--fid-samples", type=int, default=1000, help="prior samples (and training photos) per FID")
     p.add_argument("--seed", type=int, default=0)
@@ -50,14 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--fid-samples must be at least 2")
     guidance = _floats(args.guidance) if args.guidance else None
     steps = [int(v) for v in _floats(args.sampling_steps)] if args.sampling_steps else None
+    max_ts = _floats(args.guidance_max_t) if args.guidance_max_t else None
     scales = _floats(args.residual_scales) if args.residual_scales else None
-    if any(g < 0 for g in guidance or []) or any(s < 1 for s in steps or []) or any(not 0 <= r <= 1 for r in scales or []):
-        p.error("guidance scales must not be negative, sampling steps must be positive, residual scales must lie in [0, 1]")
-    if not (guidance or steps or scales):
-        p.error("give the candidates: --guidance and/or --sampling-steps (diffusion), or --residual-scales (two-stage)")
-    if scales and (guidance or steps):
-        p.error("--residual-scales is for a two-stage prior, --guidance and --sampling-steps for a diffusion prior")
-    args.guidance, args.sampling_steps, args.residual_scales = guidance, steps, scales
+    if (not all(g >= 0 for g in guidance or []) or any(s < 1 for s in steps or [])
+            or not all(0 <= r <= 1 for r in (scales or []) + (max_ts or []))):
+        p.error("guidance scales must not be negative, sampling steps must be positive, "
+                "residual scales and guidance intervals must lie in [0, 1]")
+    if not (guidance or steps or max_ts or scales):
+        p.error("give the candidates: --guidance, --sampling-steps and/or --guidance-max-t (diffusion), "
+                "or --residual-scales (two-stage)")
+    if scales and (guidance or steps or max_ts):
+        p.error("--residual-scales is for a two-stage prior, --guidance, --sampling-steps and --guidance-max-t for a diffusion prior")
+    args.guidance, args.sampling_steps, args.guidance_max_t, args.residual_scales = guidance, steps, max_ts, scales
     return args
 
 
@@ -66,15 +69,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, card = checkpoint.load(args.checkpoint)
-    if model.cfg.latent_prior not in SETTINGS:
+    if model.cfg.latent_prior not in ("diffusion", "two_stage"):
         raise SystemExit(f"{args.checkpoint} has no learned prior (latent_prior={model.cfg.latent_prior!r}): nothing to choose")
     rows = fid_sweep(args.checkpoint, args.data, [1.0], args.residual_scales, args.fid_samples, args.seed, args.device,
-                     args.cache_dir, args.guidance, args.sampling_steps, reference="training")
+                     args.cache_dir, args.guidance, args.sampling_steps, reference="training",
+                     guidance_max_ts=args.guidance_max_t)
     best = min(rows, key=lambda r: r["fid_prior_samples"])
-    setting, field = SETTINGS[model.cfg.latent_prior]
-    chosen = {field: best[setting]}
-    if "sampling_steps" in best:
-        chosen["diffusion_sampling_steps"] = int(best["sampling_steps"])
+    chosen = {field: best[name] for name, field in SWEPT_SETTINGS.items() if name in best}
     before = {f: getattr(model.cfg, f) for f in chosen}
     for f, value in chosen.items():
         setattr(model.cfg, f, value)

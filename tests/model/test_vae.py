@@ -222,3 +222,9 @@ def test_diffusion_sampling_is_deterministic_and_guidance_changes_it() -> None:
         a = prior(noise, weights, steps=4, guidance=2.0)
         assert a.shape == (3, 16) and torch.equal(a, prior(noise, weights, steps=4, guidance=2.0))
         assert not torch.allclose(a, prior(noise, weights, steps=4, guidance=1.0))
+        # Guidance in a limited interval: none of the 4 steps (t = 1, .75, .5, .25) starts at t <= 0.2, all at t <= 1.
+        assert torch.equal(prior(noise, weights, steps=4, guidance=2.0, guidance_max_t=0.2),
+                           prior(noise, weights, steps=4, guidance=1.0))
+        assert torch.equal(prior(noise, weights, steps=4, guidance=2.0, guidance_max_t=1.0), a)
+        halfway = prior(noise, weights, steps=4, guidance=2.0, guidance_max_t=0.6)  # guided at t = .5 and .25 only
+        assert not torch.allclose(halfway, a) and not torch.allclose(halfway, prior(noise, weights, steps=4, guidance=1.0))
