@@ -114,6 +114,8 @@ class Info(BaseModel):
     latent_dim: int
     latent_prior: str = Field(description="how samples and mixes draw z: diffusion, two_stage, ex_post or standard (see model/vae.py)")
     sampling_steps: int | None = Field(description="DDIM steps per sample of a diffusion prior (VAE_DOGS_SAMPLING_STEPS)")
+    guidance: float | None = Field(description="classifier-free guidance scale of a diffusion prior (1: none)")
+    guidance_max_t: float | None = Field(description="a diffusion prior guides only the steps at times t <= this (1: every step)")
     device: str
     checkpoint: str
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")

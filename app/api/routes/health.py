@@ -21,13 +21,16 @@ def ready(service: ModelDep) -> Health:
 
 @router.get("/info", response_model=Info, summary="The model card: breeds, resolution, metrics, checksum, device")
 def info(service: ModelDep, settings: SettingsDep) -> Info:
-    card = service.card
+    card, cfg = service.card, service.model.cfg
+    diffusion = cfg.latent_prior == "diffusion"
     return Info(
         breeds=[BreedInfo(**b) for b in card["breeds"]],
         resolution=service.image_size,
-        latent_dim=service.model.cfg.latent_dim,
-        latent_prior=service.model.cfg.latent_prior,
-        sampling_steps=service.model.cfg.diffusion_sampling_steps if service.model.cfg.latent_prior == "diffusion" else None,
+        latent_dim=cfg.latent_dim,
+        latent_prior=cfg.latent_prior,
+        sampling_steps=cfg.diffusion_sampling_steps if diffusion else None,
+        guidance=cfg.diffusion_guidance if diffusion else None,
+        guidance_max_t=cfg.diffusion_guidance_max_t if diffusion else None,
         device=str(service.device),
         checkpoint=str(settings.checkpoint),
         checkpoint_sha256=card["weights_sha256"],
