@@ -4,14 +4,15 @@
     python -m training.sampling runs/dogs64-prior --data ../shared/dogs --out runs/tuned --residual-scales 0.25,0.5,0.75
 
 A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps and
-guidance interval of a diffusion prior, the residual scale of a two-stage prior. The prior command sets guidance and steps from its flags (and guides
-every step); this command measures the FID of the same 1,000 balanced prior samples at each candidate setting (one JSON line
-each, like ``python -m training.evaluate --sweep-temperatures 1``) against **training** photos, those of the
-evaluation's real-vs-real floor, never against the held-out photos the evaluation reports FID on, so that the
-reported FID of the chosen setting has not been selected on. It then writes the checkpoint with the setting of
-the lowest FID to ``--out``, unchanged otherwise: the weights are byte-identical. The card records every row
-under ``sampling_selection`` and drops the source's ``evaluation`` (it was measured at the old setting): run
-``python -m training.evaluate`` on the new folder. About 3 minutes per setting on 2 CPU cores.
+guidance interval of a diffusion prior, the residual scale of a two-stage prior. The prior command sets
+guidance and steps from its flags (and guides every step); this command measures the FID of the same 1,000
+balanced prior samples at each candidate setting (one JSON line each, like ``python -m training.evaluate
+--sweep-temperatures 1``) against **training** photos, those of the evaluation's real-vs-real floor, never
+against the held-out photos the evaluation reports FID on, so that the reported FID of the chosen setting has
+not been selected on. It then writes the checkpoint with the setting of the lowest FID to ``--out``, unchanged
+otherwise: the weights are byte-identical. The card records every row under ``sampling_selection`` and drops
+the source's ``evaluation`` (it was measured at the old setting): run ``python -m training.evaluate`` on the
+new folder. About 3 minutes per setting on 2 CPU cores.
 """
 
 from __future__ import annotations
