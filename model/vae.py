@@ -472,9 +472,10 @@ class LatentDiffusion(StandardisedLatentModel):
         x = noise
         times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
         unconditional = torch.zeros_like(breed_weights)
-        for t, t_next in zip(times[:-1], times[1:]):
+        guided = (times[:-1] <= guidance_max_t).tolist() if guidance != 1.0 else [False] * steps  # one device sync, not one per step
+        for t, t_next, guide in zip(times[:-1], times[1:], guided):
             tt = t.expand(len(x))
-            if guidance == 1.0 or float(t) > guidance_max_t:
+            if not guide:
                 v = self.velocity(x, tt, breed_weights)
             else:
                 v_cond, v_uncond = self.velocity(torch.cat([x, x]), torch.cat([tt, tt]),
