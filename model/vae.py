@@ -126,8 +126,8 @@ class VAEConfig:
     diffusion_sampling_steps: int = 32
     diffusion_guidance: float = 2.0  # classifier-free guidance scale; 1 is the plain conditional model
     # Guidance only at diffusion times t <= this (1: at every step), after Kynkäänniemi et al. 2024 ("Applying
-    # guidance in a limited interval"), where guiding the noisiest steps cost variety. On these dogs those steps
-    # decide the breed, and a limited interval measured worse (README), so every step is guided by default.
+    # guidance in a limited interval"), where guiding the noisiest steps cost variety. On these dogs a limited
+    # interval measured worse (README), so every step is guided by default.
     diffusion_guidance_max_t: float = 1.0
     # A self-attention layer after every second residual block: every latent position sees the whole dog at
     # once (convolutions alone need many blocks to connect head and tail, and samples grew extra heads).
