@@ -116,6 +116,7 @@ class Info(BaseModel):
     sampling_steps: int | None = Field(description="DDIM steps per sample of a diffusion prior (VAE_DOGS_SAMPLING_STEPS)")
     guidance: float | None = Field(description="classifier-free guidance scale of a diffusion prior (1: none)")
     guidance_max_t: float | None = Field(description="a diffusion prior guides only the steps at times t <= this (1: every step)")
+    eta: float | None = Field(description="fresh noise per DDIM step of a diffusion prior (0: deterministic DDIM, 1: as much as DDPM)")
     device: str
     checkpoint: str
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")

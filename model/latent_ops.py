@@ -68,9 +68,12 @@ def noise(n: int, dim: int, seed: int | None) -> Tensor:
 
 
 def noise_dim(model: BreedVAE) -> int:
-    """Size of the standard normal noise a prior sample starts from (two-stage: u, then the residual)."""
+    """Size of the standard normal noise a prior sample starts from (two-stage: u, then the residual; diffusion:
+    the latent at t = 1, then with ``diffusion_eta > 0`` the fresh noise of each DDIM step)."""
     if isinstance(model.latent_prior, LatentPrior):
         return model.cfg.prior_noise_dim + model.cfg.latent_dim
+    if isinstance(model.latent_prior, LatentDiffusion):
+        return model.latent_prior.noise_dim(model.cfg.diffusion_sampling_steps, model.cfg.diffusion_eta)
     return model.cfg.latent_dim
 
 
@@ -82,7 +85,7 @@ def prior_latents(model: BreedVAE, weights: Tensor, eps: Tensor, temperature: fl
     if isinstance(model.latent_prior, LatentDiffusion):
         cfg = model.cfg
         return model.latent_prior(temperature * eps, weights, cfg.diffusion_sampling_steps, cfg.diffusion_guidance,
-                                  cfg.diffusion_guidance_max_t)
+                                  cfg.diffusion_guidance_max_t, cfg.diffusion_eta)
     if isinstance(model.latent_prior, LatentPrior):
         u, residual = eps.split([model.cfg.prior_noise_dim, model.cfg.latent_dim], dim=1)
         return model.latent_prior(temperature * u, weights, temperature * model.cfg.prior_residual_scale * residual)

@@ -1,11 +1,12 @@
 """Choose a checkpoint's stored sampling settings by FID against training photos, and write them into a copy.
 
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guidance 2,3,4 --sampling-steps 8
+    python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --eta 0,0.5,1 --sampling-steps 8,16
     python -m training.sampling runs/dogs64-prior --data ../shared/dogs --out runs/tuned --residual-scales 0.25,0.5,0.75
 
-A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps and
-guidance interval of a diffusion prior, the residual scale of a two-stage prior. The prior command sets
-guidance and steps from its flags (and guides every step); this command measures the FID of the same 1,000
+A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps, guidance
+interval and DDIM eta of a diffusion prior, the residual scale of a two-stage prior. The prior command sets
+guidance and steps from its flags (and guides every step, deterministically); this command measures the FID of the same 1,000
 balanced prior samples at each candidate setting (one JSON line each, like ``python -m training.evaluate
 --sweep-temperatures 1``) against **training** photos, those of the evaluation's real-vs-real floor, never
 against the held-out photos the evaluation reports FID on, so that the reported FID of the chosen setting has
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampling-steps", default=None, metavar="S1,S2,...", help="diffusion: numbers of DDIM steps to try")
     p.add_argument("--guidance-max-t", default=None, metavar="T1,T2,...",
                    help="diffusion: guidance intervals to try (guidance only at diffusion times t <= T; 1: every step)")
+    p.add_argument("--eta", default=None, metavar="E1,E2,...",
+                   help="diffusion: DDIM etas to try (fresh noise per step; 0: deterministic, 1: as much as DDPM)")
     p.add_argument("--residual-scales", default=None, metavar="R1,R2,...", help="two-stage: residual scales to try")
     p.add_argument("--fid-samples", type=int, default=1000, help="prior samples (and training photos) per FID")
     p.add_argument("--seed", type=int, default=0)
@@ -51,17 +54,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     guidance = _floats(args.guidance) if args.guidance else None
     steps = [int(v) for v in _floats(args.sampling_steps)] if args.sampling_steps else None
     max_ts = _floats(args.guidance_max_t) if args.guidance_max_t else None
+    etas = _floats(args.eta) if args.eta else None
     scales = _floats(args.residual_scales) if args.residual_scales else None
     if (not all(g >= 0 for g in guidance or []) or any(s < 1 for s in steps or [])
-            or not all(0 <= r <= 1 for r in (scales or []) + (max_ts or []))):
+            or not all(0 <= r <= 1 for r in (scales or []) + (max_ts or []) + (etas or []))):
         p.error("guidance scales must not be negative, sampling steps must be positive, "
-                "residual scales and guidance intervals must lie in [0, 1]")
-    if not (guidance or steps or max_ts or scales):
-        p.error("give the candidates: --guidance, --sampling-steps and/or --guidance-max-t (diffusion), "
+                "residual scales, guidance intervals and etas must lie in [0, 1]")
+    diffusion = guidance or steps or max_ts or etas
+    if not (diffusion or scales):
+        p.error("give the candidates: --guidance, --sampling-steps, --guidance-max-t and/or --eta (diffusion), "
                 "or --residual-scales (two-stage)")
-    if scales and (guidance or steps or max_ts):
-        p.error("--residual-scales is for a two-stage prior, --guidance, --sampling-steps and --guidance-max-t for a diffusion prior")
-    args.guidance, args.sampling_steps, args.guidance_max_t, args.residual_scales = guidance, steps, max_ts, scales
+    if scales and diffusion:
+        p.error("--residual-scales is for a two-stage prior, --guidance, --sampling-steps, --guidance-max-t and --eta "
+                "for a diffusion prior")
+    args.guidance, args.sampling_steps, args.guidance_max_t, args.eta, args.residual_scales = guidance, steps, max_ts, etas, scales
     return args
 
 
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{args.checkpoint} has no learned prior (latent_prior={model.cfg.latent_prior!r}): nothing to choose")
     rows = fid_sweep(args.checkpoint, args.data, [1.0], args.residual_scales, args.fid_samples, args.seed, args.device,
                      args.cache_dir, args.guidance, args.sampling_steps, reference="training",
-                     guidance_max_ts=args.guidance_max_t)
+                     guidance_max_ts=args.guidance_max_t, etas=args.eta)
     best = min(rows, key=lambda r: r["fid_prior_samples"])
     chosen = {field: best[name] for name, field in SWEPT_SETTINGS.items() if name in best}
     before = {f: getattr(model.cfg, f) for f in chosen}

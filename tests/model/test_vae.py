@@ -184,10 +184,12 @@ def test_diffusion_prior_learns_each_breeds_latents(attention: bool) -> None:
     model.eval()
     with torch.no_grad():
         for breed in (0, 1):
-            samples = prior(torch.randn(200, 16), torch.eye(2)[[breed] * 200], steps=16, guidance=1.0)
-            to_own = (samples - centres[breed]).norm(dim=1).median()
-            to_other = (samples - centres[1 - breed]).norm(dim=1).median()
-            assert to_own < 0.3 * to_other
+            for eta in (0.0, 1.0):  # deterministic DDIM, and DDIM with DDPM's fresh noise at every step
+                noise = torch.randn(200, prior.noise_dim(16, eta))
+                samples = prior(noise, torch.eye(2)[[breed] * 200], steps=16, guidance=1.0, eta=eta)
+                to_own = (samples - centres[breed]).norm(dim=1).median()
+                to_other = (samples - centres[1 - breed]).norm(dim=1).median()
+                assert to_own < 0.3 * to_other
     flat_belief = torch.full((2,), 0.5)  # ancestry of a diffusion checkpoint must not need the breed head
     for breed in (0, 1):
         new_latent = centres[breed] + 0.3 * torch.randn(16)
@@ -228,3 +230,27 @@ def test_diffusion_sampling_is_deterministic_and_guidance_changes_it() -> None:
         assert torch.equal(prior(noise, weights, steps=4, guidance=2.0, guidance_max_t=1.0), a)
         halfway = prior(noise, weights, steps=4, guidance=2.0, guidance_max_t=0.6)  # guided at t = .5 and .25 only
         assert not torch.allclose(halfway, a) and not torch.allclose(halfway, prior(noise, weights, steps=4, guidance=1.0))
+
+
+def test_stochastic_ddim_takes_its_fresh_noise_from_the_starting_noise() -> None:
+    """eta > 0 adds fresh noise at every step but the last; it comes from the given noise, so a seed still fixes the sample."""
+    model = _diffusion_model().eval()
+    prior = model.latent_prior
+    with torch.no_grad():
+        prior.conv_out[-1].weight.normal_(0, 0.1)
+    weights = torch.eye(4)[:3]
+    assert prior.noise_dim(4, 0.0) == 16 and prior.noise_dim(4, 1.0) == 4 * 16  # the start, then 3 steps' fresh noise
+    noise = torch.randn(3, 4 * 16)
+    with torch.no_grad():
+        a = prior(noise, weights, steps=4, guidance=2.0, eta=1.0)
+        assert a.shape == (3, 16) and torch.equal(a, prior(noise, weights, steps=4, guidance=2.0, eta=1.0))
+        other_fresh = torch.cat([noise[:, :16], torch.randn(3, 3 * 16)], dim=1)
+        assert not torch.allclose(a, prior(other_fresh, weights, steps=4, guidance=2.0, eta=1.0))
+        assert not torch.allclose(a, prior(noise, weights, steps=4, guidance=2.0, eta=0.5))
+        # eta 0 is plain deterministic DDIM: only the first latent of noise is used.
+        assert torch.equal(prior(noise[:, :16], weights, steps=4, guidance=2.0, eta=0.0),
+                           prior(noise[:, :16], weights, steps=4, guidance=2.0))
+        with pytest.raises(ValueError, match="64 noise numbers"):
+            prior(noise[:, :16], weights, steps=4, guidance=2.0, eta=1.0)
+    with pytest.raises(ValueError, match="diffusion_eta"):
+        _diffusion_model(diffusion_eta=1.5)

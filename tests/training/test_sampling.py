@@ -21,18 +21,20 @@ def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(tiny
                                                                            cache_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "tuned"
     selection = _run(tiny_diffusion_checkpoint, folders_data, out, cache_dir, "--guidance", "1,3", "--sampling-steps", "2",
-                     "--guidance-max-t", "0.6,1")
+                     "--guidance-max-t", "0.6,1", "--eta", "0,1")
     rows = selection["rows"]
-    assert [(r["guidance"], r["sampling_steps"], r["guidance_max_t"]) for r in rows] == [
-        (1.0, 2, 0.6), (1.0, 2, 1.0), (3.0, 2, 0.6), (3.0, 2, 1.0)]
+    assert [(r["guidance"], r["sampling_steps"], r["guidance_max_t"], r["eta"]) for r in rows] == [
+        (g, 2, t, e) for g in (1.0, 3.0) for t in (0.6, 1.0) for e in (0.0, 1.0)]
     assert {r["reference"] for r in rows} == {"training"}
     best = min(rows, key=lambda r: r["fid_prior_samples"])
 
     model, card = checkpoint.load(out)
     source, source_card = checkpoint.load(tiny_diffusion_checkpoint)
-    assert (model.cfg.diffusion_guidance, model.cfg.diffusion_sampling_steps, model.cfg.diffusion_guidance_max_t) == (
-        best["guidance"], best["sampling_steps"], best["guidance_max_t"])
-    assert selection["before"] == {"diffusion_guidance": 2.0, "diffusion_sampling_steps": 4, "diffusion_guidance_max_t": 1.0}
+    cfg = model.cfg
+    assert (cfg.diffusion_guidance, cfg.diffusion_sampling_steps, cfg.diffusion_guidance_max_t, cfg.diffusion_eta) == (
+        best["guidance"], best["sampling_steps"], best["guidance_max_t"], best["eta"])
+    assert selection["before"] == {"diffusion_guidance": 2.0, "diffusion_sampling_steps": 4, "diffusion_guidance_max_t": 1.0,
+                                   "diffusion_eta": 0.0}
     assert card["weights_sha256"] == source_card["weights_sha256"]  # only the setting changed
     assert "evaluation" in source_card and "evaluation" not in card  # measured at the old setting
     assert card["sampling_selection"]["chosen"] == selection["chosen"]
@@ -60,6 +62,8 @@ def test_a_two_stage_prior_gets_its_residual_scale(tiny_two_stage_checkpoint: Pa
     (("--sampling-steps", "0"), "must be positive"),
     (("--guidance-max-t", "1.5"), "must lie in [0, 1]"),
     (("--residual-scales", "0.5", "--guidance", "2"), "two-stage prior"),
+    (("--eta", "1.5"), "must lie in [0, 1]"),
+    (("--residual-scales", "0.5", "--eta", "1"), "two-stage prior"),
 ])
 def test_bad_candidates_are_refused(candidates: tuple[str, ...], message: str, tiny_diffusion_checkpoint: Path,
                                     folders_data: Path, cache_dir: Path, tmp_path: Path,

@@ -223,6 +223,11 @@ def test_latent_prior_stage_fits_a_diffusion_prior(tiny_diffusion_checkpoint: Pa
     z, _ = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
     assert z.shape == (2, model.cfg.latent_dim) and torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 1.0, 0.0]), n=2, seed=7)[0])
     assert not torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 0.0, 0.0]), n=2, seed=7)[0])
+    # A stochastic sampler (eta > 0) also draws each step's fresh noise from the seed: still one dog per seed and mix.
+    model.cfg.diffusion_eta = 1.0
+    assert latent_ops.noise_dim(model) == model.cfg.diffusion_sampling_steps * model.cfg.latent_dim
+    z, _ = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
+    assert z.shape == (2, model.cfg.latent_dim) and torch.equal(z, latent_ops.mix_latents(model, torch.tensor([1.0, 1.0, 0.0]), n=2, seed=7)[0])
 
 
 def test_latent_prior_stage_refuses_other_data(tmp_path: Path, tiny_checkpoint: Path, cache_dir: Path) -> None:
@@ -253,12 +258,15 @@ def test_fid_sweep_over_guidance_and_sampling_steps(tiny_diffusion_checkpoint: P
 
     rows = fid_sweep(tiny_diffusion_checkpoint, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir,
                      guidance_scales=[1.0, 2.0], sampling_steps=[2, 4])
-    assert [(r["guidance"], r["sampling_steps"]) for r in rows] == [(1.0, 2), (1.0, 4), (2.0, 2), (2.0, 4)]
+    assert [(r["guidance"], r["sampling_steps"], r["eta"]) for r in rows] == [(1.0, 2, 0.0), (1.0, 4, 0.0), (2.0, 2, 0.0), (2.0, 4, 0.0)]
     metrics = evaluate(tiny_diffusion_checkpoint, folders_data, out=tmp_path / "eval", fid_samples=6,
                        cache_dir=cache_dir, update_card=False)  # the checkpoint's own: guidance 2, 4 steps
     assert math.isclose(rows[3]["fid_prior_samples"], metrics["fid_prior_samples"], rel_tol=1e-6)
-    with pytest.raises(SystemExit, match="no diffusion prior"):
-        fid_sweep(tiny_two_stage_checkpoint, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, guidance_scales=[1.0])
+    stochastic = fid_sweep(tiny_diffusion_checkpoint, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, etas=[1.0])
+    assert stochastic[0]["eta"] == 1.0 and stochastic[0]["fid_prior_samples"] != rows[3]["fid_prior_samples"]
+    for setting in ({"guidance_scales": [1.0]}, {"etas": [1.0]}):
+        with pytest.raises(SystemExit, match="no diffusion prior"):
+            fid_sweep(tiny_two_stage_checkpoint, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, **setting)
 
 
 def test_latent_prior_stage_stops_when_the_early_stopping_elbo_stalls(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path,
