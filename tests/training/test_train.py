@@ -262,6 +262,7 @@ def test_fid_sweep_over_guidance_and_sampling_steps(tiny_diffusion_checkpoint: P
     metrics = evaluate(tiny_diffusion_checkpoint, folders_data, out=tmp_path / "eval", fid_samples=6,
                        cache_dir=cache_dir, update_card=False)  # the checkpoint's own: guidance 2, 4 steps
     assert math.isclose(rows[3]["fid_prior_samples"], metrics["fid_prior_samples"], rel_tol=1e-6)
+    assert rows[3]["generated_breed_top1"] == metrics["generated_breed_top1"]
     stochastic = fid_sweep(tiny_diffusion_checkpoint, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, etas=[1.0])
     assert stochastic[0]["eta"] == 1.0 and stochastic[0]["fid_prior_samples"] != rows[3]["fid_prior_samples"]
     for setting in ({"guidance_scales": [1.0]}, {"etas": [1.0]}):
