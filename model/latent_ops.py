@@ -9,7 +9,7 @@ simplex, and a breed (or mix of breeds) ``w`` defines the prior
     ex-post Gaussian prior:  z = mean(w) + temperature * L(w) @ eps,   y = w
 
 with ``eps = (u, e)`` and ``t`` the temperature, where ``g`` is the second-stage decoder
-(:class:`~model.vae.LatentPrior`), ``DDIM`` the deterministic sampler of :class:`~model.vae.LatentDiffusion`, ``gamma`` its learned output std, ``r`` the checkpoint's
+(:class:`~model.vae.LatentPrior`), ``DDIM`` the sampler of :class:`~model.vae.LatentDiffusion`, ``gamma`` its learned output std, ``r`` the checkpoint's
 ``prior_residual_scale`` (0.5: it gave the lowest FID, see the README), and
 ``mean(w) = sum_b w_b mu_b``, ``L(w) = sum_b w_b L_b`` come from breed ``b``'s ex-post Gaussian
 (mean, Cholesky factor). ``eps`` is standard normal noise drawn from a seed, so the same seed gives

@@ -120,7 +120,8 @@ class VAEConfig:
     # alone (0) decodes to blurry averages, the full residual partly back to soup (FID in the README).
     prior_residual_scale: float = 0.5
     # "diffusion": z from a small breed-conditional denoising diffusion model on the latents (``LatentDiffusion``;
-    # `python -m training.prior --kind diffusion`), sampled with deterministic DDIM and classifier-free guidance.
+    # `python -m training.prior --kind diffusion`), sampled with DDIM (deterministic, or with fresh noise per step:
+    # ``diffusion_eta``) and classifier-free guidance.
     diffusion_channels: int = 128  # width of its convolutional denoiser
     diffusion_blocks: int = 6  # residual blocks, all at the latent's resolution
     diffusion_sampling_steps: int = 32
@@ -403,7 +404,8 @@ class LatentDiffusion(StandardisedLatentModel):
     dropped (``y = 0``, never a point of the simplex) for ``CONDITION_DROPOUT`` of the batch, which gives
     classifier-free guidance (Ho & Salimans 2022) at sampling time. Sampling is DDIM (Song et al. 2021),
     deterministic or, with ``eta > 0``, with fresh noise at every step; either way every random number comes from
-    the given starting noise, so one seed gives one dog for every breed or mix (morphs keep the dog). Latents are standardised per dimension (buffers ``z_mean``, ``z_scale``) like ``LatentPrior``.
+    the given starting noise, so one seed gives one dog for every breed or mix (morphs keep the dog). Latents are
+    standardised per dimension (buffers ``z_mean``, ``z_scale``) like ``LatentPrior``.
     """
 
     CONDITION_DROPOUT = 0.1

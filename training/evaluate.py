@@ -265,9 +265,10 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
 
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own
     settings reproduces its ``fid_prior_samples`` and ``generated_breed_top1`` (how often the breed head names
-    the requested breed: the other side of a guidance scale's trade, FID rewards variety, this rewards breed). ``reference="training"`` measures against the training
-    photos of the evaluation's real-vs-real floor instead: settings chosen that way have not seen the
-    held-out photos (``python -m training.sampling``). Only FID: about 3 minutes per row on 2 CPU cores.
+    the requested breed: the other side of a guidance scale's trade, where FID rewards variety and this rewards
+    breed). ``reference="training"`` measures against the training photos of the evaluation's real-vs-real floor
+    instead: settings chosen that way have not seen the held-out photos (``python -m training.sampling``).
+    Only these two numbers: about 3 minutes per row on 2 CPU cores.
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")

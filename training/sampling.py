@@ -6,14 +6,16 @@
 
 A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps, guidance
 interval and DDIM eta of a diffusion prior, the residual scale of a two-stage prior. The prior command sets
-guidance and steps from its flags (and guides every step, deterministically); this command measures the FID of the same 1,000
-balanced prior samples at each candidate setting (one JSON line each, like ``python -m training.evaluate
+guidance and steps from its flags (and guides every step, deterministically); this command measures the FID of
+the same 1,000 balanced prior samples at each candidate setting (one JSON line each, like ``python -m training.evaluate
 --sweep-temperatures 1``) against **training** photos, those of the evaluation's real-vs-real floor, never
 against the held-out photos the evaluation reports FID on, so that the reported FID of the chosen setting has
 not been selected on. It then writes the checkpoint with the setting of the lowest FID to ``--out``, unchanged
 otherwise: the weights are byte-identical. The card records every row under ``sampling_selection`` and drops
 the source's ``evaluation`` (it was measured at the old setting): run ``python -m training.evaluate`` on the
-new folder. About 3 minutes per setting on 2 CPU cores.
+new folder. About 3 minutes per setting on 2 CPU cores. Each row also records ``generated_breed_top1``, how often
+the breed head names the requested breed in the same samples: the lowest FID can cost breed (stronger guidance
+trades variety for breed), and to keep another row, run again with only its setting, as the default was made.
 """
 
 from __future__ import annotations
