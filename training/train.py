@@ -26,7 +26,7 @@ afterwards by its own command (``training/prior.py``):
         --out runs/diff96b --steps 4000 --diffusion-channels 96 --attention --lr 5e-4 --sampling-steps 8 --patience 0
 
 (the second command trains the first one's prior 4,000 steps more: that is the default checkpoint's prior;
-``python -m training.sampling`` then chose the guidance scale it samples with)
+``python -m training.sampling`` then chose the guidance scale and DDIM eta it samples with)
 
 The plain-VAE baseline of issue 7 (no breed input to the decoder, fixed pixel scale, samples from N(0, I)):
 
