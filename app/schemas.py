@@ -117,6 +117,8 @@ class Info(BaseModel):
     guidance: float | None = Field(description="classifier-free guidance scale of a diffusion prior (1: none)")
     guidance_max_t: float | None = Field(description="a diffusion prior guides only the steps at times t <= this (1: every step)")
     eta: float | None = Field(description="fresh noise per DDIM step of a diffusion prior (0: deterministic DDIM, 1: as much as DDPM)")
+    autoguidance: float | None = Field(description="weight of a diffusion prior's autoguidance guide, a smaller denoiser whose "
+                                       "errors samples are pushed away from (1: unused; null: no guide)")
     device: str
     checkpoint: str
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.vae import BreedVAE, VAEConfig
+from model.vae import BreedVAE, LatentDiffusion, VAEConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
@@ -125,3 +125,30 @@ def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> 
     if cfg.n_breeds != len(card["breeds"]):
         raise CheckpointError(f"checkpoint {folder}: {len(card['breeds'])} breeds in the card, {cfg.n_breeds} in the model")
     return model.to(device).eval(), card
+
+
+def attach_guide(model: BreedVAE, guide_folder: str | os.PathLike[str]) -> None:
+    """Make the diffusion prior of checkpoint ``guide_folder`` the autoguidance guide of ``model`` (in place).
+
+    The guide must have been trained by ``python -m training.prior --kind diffusion`` on the latents of the same
+    stage 1 (every encoder, decoder and breed-head weight equal) with the same standardisation, so both denoisers
+    read the same noisy latents; anything else is refused. ``diffusion_autoguidance`` is left as it was (1: unused).
+    """
+    if not isinstance(model.latent_prior, LatentDiffusion):
+        raise CheckpointError(f"autoguidance needs a diffusion prior; this model's is {model.cfg.latent_prior!r}")
+    guide, _ = load(guide_folder, model.prior_mean.device)
+    if not isinstance(guide.latent_prior, LatentDiffusion):
+        raise CheckpointError(f"guide {guide_folder} has no diffusion prior (latent_prior={guide.cfg.latent_prior!r})")
+    ours, theirs = model.state_dict(), guide.state_dict()
+    stage1 = [k for k in ours if not k.startswith(("latent_prior.", "guide_prior."))]
+    if any(k not in theirs or not torch.equal(ours[k], theirs[k]) for k in stage1):
+        raise CheckpointError(f"guide {guide_folder} was trained on another stage 1 (its VAE weights differ); "
+                              "train it with --init-from this checkpoint")
+    for buffer in ("z_mean", "z_scale"):
+        if not torch.allclose(getattr(model.latent_prior, buffer), getattr(guide.latent_prior, buffer), rtol=1e-4, atol=1e-5):
+            raise CheckpointError(f"guide {guide_folder} standardises the latents differently ({buffer}); train it on the "
+                                  "same latents (--init-from this checkpoint, the same --seed, --stop-fraction and mirroring)")
+    model.cfg.diffusion_guide_channels = guide.cfg.diffusion_channels
+    model.cfg.diffusion_guide_blocks = guide.cfg.diffusion_blocks
+    model.cfg.diffusion_guide_attention = guide.cfg.diffusion_attention
+    model.guide_prior = guide.latent_prior

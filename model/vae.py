@@ -73,7 +73,7 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -138,12 +138,22 @@ class VAEConfig:
     # A self-attention layer after every second residual block: every latent position sees the whole dog at
     # once (convolutions alone need many blocks to connect head and tail, and samples grew extra heads).
     diffusion_attention: bool = False
+    # Autoguidance (Karras et al. 2024): a second, smaller and shorter-trained denoiser on the same standardised
+    # latents (``BreedVAE.guide_prior``; 0 channels: none) whose errors are pushed away from, v = v_guide +
+    # w * (v - v_guide), at every step, under the same breed condition (then classifier-free guidance on top).
+    # w = diffusion_autoguidance (1: the guide is not used). Attached by `python -m training.sampling --guide-from`.
+    diffusion_guide_channels: int = 0
+    diffusion_guide_blocks: int = 6
+    diffusion_guide_attention: bool = False
+    diffusion_autoguidance: float = 1.0
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         self.classifier_channels = tuple(self.classifier_channels)
         if self.latent_prior not in ("ex_post", "standard", "two_stage", "diffusion"):
             raise ValueError(f"latent_prior must be 'ex_post', 'standard', 'two_stage' or 'diffusion', got {self.latent_prior!r}")
+        if self.diffusion_autoguidance < 1:
+            raise ValueError(f"diffusion_autoguidance must be at least 1 (1: the guide is not used), got {self.diffusion_autoguidance}")
         if not 0 <= self.diffusion_eta <= 1:
             raise ValueError(f"diffusion_eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's noise), got {self.diffusion_eta}")
         if self.image_size % (2 ** len(self.channels)) != 0:
@@ -479,11 +489,23 @@ class LatentDiffusion(StandardisedLatentModel):
         worth of fresh noise for every step but the last (which lands on t = 0 and adds none)."""
         return self.z_mean.numel() * (steps if eta > 0 else 1)
 
+    def guided_velocity(self, x_t: Tensor, t: Tensor, breed_weights: Tensor, guide: LatentDiffusion | None,
+                        autoguidance: float) -> Tensor:
+        """The velocity, pushed away from a weaker ``guide``'s under the same condition (autoguidance, Karras et al.
+        2024): the guide errs where this model does, only more, so the difference points away from those errors."""
+        v = self.velocity(x_t, t, breed_weights)
+        if guide is None or autoguidance == 1.0:
+            return v
+        v_guide = guide.velocity(x_t, t, breed_weights)
+        return v_guide + autoguidance * (v - v_guide)
+
     def forward(self, noise: Tensor, breed_weights: Tensor, steps: int, guidance: float,
-                guidance_max_t: float = 1.0, eta: float = 0.0) -> Tensor:
+                guidance_max_t: float = 1.0, eta: float = 0.0, guide: LatentDiffusion | None = None,
+                autoguidance: float = 1.0) -> Tensor:
         """DDIM from ``noise`` (n, noise_dim(steps, eta)) to latents z (n, latent_dim) for the weights (n, n_breeds);
         classifier-free guidance ``guidance`` at the steps that start at t <= ``guidance_max_t``; ``eta`` the share
-        of DDPM's fresh noise per step (0: deterministic), taken from ``noise`` after its first latent."""
+        of DDPM's fresh noise per step (0: deterministic), taken from ``noise`` after its first latent; ``guide``
+        (a smaller denoiser trained on the same standardised latents) with weight ``autoguidance`` at every step."""
         if noise.shape[1] != self.noise_dim(steps, eta):
             raise ValueError(f"{steps} DDIM steps at eta {eta} start from {self.noise_dim(steps, eta)} noise numbers "
                              f"per sample, got {noise.shape[1]}")
@@ -491,13 +513,13 @@ class LatentDiffusion(StandardisedLatentModel):
         times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
         unconditional = torch.zeros_like(breed_weights)
         guided = (times[:-1] <= guidance_max_t).tolist() if guidance != 1.0 else [False] * steps  # one device sync, not one per step
-        for step, (t, t_next, guide) in enumerate(zip(times[:-1], times[1:], guided)):
+        for step, (t, t_next, cfg_step) in enumerate(zip(times[:-1], times[1:], guided)):
             tt = t.expand(len(x))
-            if not guide:
-                v = self.velocity(x, tt, breed_weights)
+            if not cfg_step:
+                v = self.guided_velocity(x, tt, breed_weights, guide, autoguidance)
             else:
-                v_cond, v_uncond = self.velocity(torch.cat([x, x]), torch.cat([tt, tt]),
-                                                 torch.cat([breed_weights, unconditional])).chunk(2)
+                v_cond, v_uncond = self.guided_velocity(torch.cat([x, x]), torch.cat([tt, tt]),
+                                                        torch.cat([breed_weights, unconditional]), guide, autoguidance).chunk(2)
                 v = v_uncond + guidance * (v_cond - v_uncond)
             alpha, sigma = self.alpha_sigma(t)
             x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
@@ -545,6 +567,10 @@ class BreedVAE(nn.Module):
         self.latent_prior: LatentPrior | LatentDiffusion | None = (
             LatentPrior(cfg) if cfg.latent_prior == "two_stage"
             else LatentDiffusion(cfg) if cfg.latent_prior == "diffusion" else None)
+        self.guide_prior: LatentDiffusion | None = (
+            LatentDiffusion(replace(cfg, diffusion_channels=cfg.diffusion_guide_channels, diffusion_blocks=cfg.diffusion_guide_blocks,
+                                    diffusion_attention=cfg.diffusion_guide_attention))
+            if cfg.latent_prior == "diffusion" and cfg.diffusion_guide_channels else None)
 
     # --- the pieces ----------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -257,16 +257,18 @@ REFERENCES = ("held-out", "training")
 # The sampling settings a sweep row can vary: its name in the row -> the VAEConfig field that stores it.
 SWEPT_SETTINGS = {"residual_scale": "prior_residual_scale", "guidance": "diffusion_guidance",
                   "sampling_steps": "diffusion_sampling_steps", "guidance_max_t": "diffusion_guidance_max_t",
-                  "eta": "diffusion_eta"}
+                  "eta": "diffusion_eta", "autoguidance": "diffusion_autoguidance"}
 
 
 def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], residual_scales: list[float] | None = None,
               fid_samples: int = 1000, seed: int = 0, device: str = "cpu", cache_dir: Path | None = None,
               guidance_scales: list[float] | None = None, sampling_steps: list[int] | None = None,
               reference: str = "held-out", guidance_max_ts: list[float] | None = None,
-              etas: list[float] | None = None) -> list[dict[str, Any]]:
+              etas: list[float] | None = None, autoguidances: list[float] | None = None,
+              guide_from: Path | None = None) -> list[dict[str, Any]]:
     """FID of prior samples at each temperature, and each residual scale (two-stage prior) or each combination
-    of classifier-free guidance scale, number of DDIM steps, guidance interval and DDIM eta (diffusion prior).
+    of classifier-free guidance scale, number of DDIM steps, guidance interval, DDIM eta and autoguidance weight
+    (diffusion prior; ``guide_from``: first attach that checkpoint's prior as the guide, see ``checkpoint.attach_guide``).
 
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own
     settings reproduces its ``fid_prior_samples`` and ``generated_breed_top1`` (how often the breed head names
@@ -281,8 +283,15 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
     cfg = model.cfg
     if residual_scales and cfg.latent_prior != "two_stage":
         raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
-    if (guidance_scales or sampling_steps or guidance_max_ts or etas) and cfg.latent_prior != "diffusion":
-        raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale, interval, sampling steps or eta to sweep")
+    if (guidance_scales or sampling_steps or guidance_max_ts or etas or autoguidances or guide_from) and cfg.latent_prior != "diffusion":
+        raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale, interval, sampling steps, eta or guide to sweep")
+    if guide_from:
+        try:
+            checkpoint.attach_guide(model, guide_from)
+        except checkpoint.CheckpointError as err:
+            raise SystemExit(str(err)) from err
+    if autoguidances and model.guide_prior is None:
+        raise SystemExit(f"{checkpoint_dir} has no autoguidance guide to weigh; attach one (python -m training.sampling --guide-from)")
     candidates: dict[str, list[Any]] = {}
     if cfg.latent_prior == "two_stage":
         candidates = {"residual_scale": list(residual_scales or [cfg.prior_residual_scale])}
@@ -290,7 +299,8 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
         candidates = {"guidance": list(guidance_scales or [cfg.diffusion_guidance]),
                       "sampling_steps": list(sampling_steps or [cfg.diffusion_sampling_steps]),
                       "guidance_max_t": list(guidance_max_ts or [cfg.diffusion_guidance_max_t]),
-                      "eta": list(etas or [cfg.diffusion_eta])}
+                      "eta": list(etas or [cfg.diffusion_eta]),
+                      "autoguidance": list(autoguidances or [cfg.diffusion_autoguidance])}
     images = load_images(find_photos(data), cfg.image_size, cache_dir)
     val = held_out_photos(card, images, data)
     fid = FID(torch.device(device))
@@ -411,6 +421,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--sweep-eta", default=None, metavar="E1,E2,...",
                    help="with --sweep-temperatures on a diffusion checkpoint: also over these DDIM etas "
                         "(fresh noise per step; 0: deterministic)")
+    p.add_argument("--sweep-autoguidance", default=None, metavar="W1,W2,...",
+                   help="with --sweep-temperatures on a diffusion checkpoint with an autoguidance guide: also over these "
+                        "weights (1: the guide unused)")
     p.add_argument("--sweep-against", choices=REFERENCES, default="held-out",
                    help="with --sweep-temperatures: the real photos FID is measured against (training: the floor's "
                         "training photos, to choose settings without looking at the held-out ones)")
@@ -423,7 +436,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          [int(v) for v in _floats(args.sweep_sampling_steps)] if args.sweep_sampling_steps else None,
                          args.sweep_against,
                          _floats(args.sweep_guidance_max_t) if args.sweep_guidance_max_t else None,
-                         _floats(args.sweep_eta) if args.sweep_eta else None)
+                         _floats(args.sweep_eta) if args.sweep_eta else None,
+                         _floats(args.sweep_autoguidance) if args.sweep_autoguidance else None)
         return {"fid_sweep": rows}
     metrics = evaluate(args.checkpoint, args.data, args.out, args.fid_samples, args.seed, args.device,
                        args.cache_dir, not args.no_update_card)

@@ -167,12 +167,14 @@ def main(argv: list[str] | None = None) -> Path:
         "latent_prior": args.kind, "prior_noise_dim": args.noise_dim, "prior_hidden": args.hidden,
         "prior_residual_scale": args.residual_scale, "diffusion_channels": args.diffusion_channels,
         "diffusion_blocks": args.diffusion_blocks, "diffusion_guidance": args.guidance,
-        "diffusion_sampling_steps": args.sampling_steps, "diffusion_attention": args.attention})
+        "diffusion_sampling_steps": args.sampling_steps, "diffusion_attention": args.attention,
+        # a new prior drops the source's autoguidance guide: it was weighed against the old prior (training.sampling)
+        "diffusion_guide_channels": 0, "diffusion_autoguidance": 1.0})
     if source.cfg.latent_prior == "standard":
         raise SystemExit(f"{args.init_from} is a plain VAE (--plain); a learned prior is for the breed-conditional model")
     torch.manual_seed(args.seed)
     model = BreedVAE(cfg).to(device)
-    state = {k: v for k, v in source.state_dict().items() if not k.startswith("latent_prior.")}
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(("latent_prior.", "guide_prior."))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("latent_prior.") for k in missing):
         raise SystemExit(f"{args.init_from}: unexpected weights {unexpected[:3]} or missing {missing[:3]}")

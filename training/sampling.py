@@ -3,9 +3,13 @@
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guidance 2,3,4 --sampling-steps 8
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --eta 0,0.5,1 --sampling-steps 8,16
     python -m training.sampling runs/dogs64-prior --data ../shared/dogs --out runs/tuned --residual-scales 0.25,0.5,0.75
+    python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guide-from runs/guide48 --autoguidance 1,1.5,2
 
 A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps, guidance
-interval and DDIM eta of a diffusion prior, the residual scale of a two-stage prior. The prior command sets
+interval, DDIM eta and autoguidance weight of a diffusion prior, the residual scale of a two-stage prior.
+``--guide-from`` first attaches another checkpoint's diffusion prior as the autoguidance guide (Karras et al. 2024:
+a smaller denoiser, trained for less time by ``python -m training.prior --kind diffusion --init-from`` the same
+checkpoint, whose errors the samples are pushed away from); its weights are then written with the checkpoint. The prior command sets
 guidance and steps from its flags (and guides every step, deterministically); this command measures the FID of
 the same 1,000 balanced prior samples at each candidate setting (one JSON line each, like ``python -m training.evaluate
 --sweep-temperatures 1``) against **training** photos, those of the evaluation's real-vs-real floor, never
@@ -42,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="diffusion: guidance intervals to try (guidance only at diffusion times t <= T; 1: every step)")
     p.add_argument("--eta", default=None, metavar="E1,E2,...",
                    help="diffusion: DDIM etas to try (fresh noise per step; 0: deterministic, 1: as much as DDPM)")
+    p.add_argument("--guide-from", type=Path, default=None,
+                   help="diffusion: attach this checkpoint's diffusion prior (trained on the same stage 1) as the autoguidance guide")
+    p.add_argument("--autoguidance", default=None, metavar="W1,W2,...",
+                   help="diffusion: autoguidance weights to try (at least 1; 1: the guide unused); needs a guide")
     p.add_argument("--residual-scales", default=None, metavar="R1,R2,...", help="two-stage: residual scales to try")
     p.add_argument("--fid-samples", type=int, default=1000, help="prior samples (and training photos) per FID")
     p.add_argument("--seed", type=int, default=0)
@@ -57,19 +65,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     steps = [int(v) for v in _floats(args.sampling_steps)] if args.sampling_steps else None
     max_ts = _floats(args.guidance_max_t) if args.guidance_max_t else None
     etas = _floats(args.eta) if args.eta else None
+    autoguidances = _floats(args.autoguidance) if args.autoguidance else None
     scales = _floats(args.residual_scales) if args.residual_scales else None
     if (not all(g >= 0 for g in guidance or []) or any(s < 1 for s in steps or [])
-            or not all(0 <= r <= 1 for r in (scales or []) + (max_ts or []) + (etas or []))):
+            or not all(0 <= r <= 1 for r in (scales or []) + (max_ts or []) + (etas or []))
+            or not all(w >= 1 for w in autoguidances or [])):
         p.error("guidance scales must not be negative, sampling steps must be positive, "
-                "residual scales, guidance intervals and etas must lie in [0, 1]")
-    diffusion = guidance or steps or max_ts or etas
+                "residual scales, guidance intervals and etas must lie in [0, 1], autoguidance weights must be at least 1")
+    diffusion = guidance or steps or max_ts or etas or autoguidances or args.guide_from
     if not (diffusion or scales):
-        p.error("give the candidates: --guidance, --sampling-steps, --guidance-max-t and/or --eta (diffusion), "
-                "or --residual-scales (two-stage)")
+        p.error("give the candidates: --guidance, --sampling-steps, --guidance-max-t, --eta and/or --autoguidance "
+                "(diffusion), or --residual-scales (two-stage)")
     if scales and diffusion:
-        p.error("--residual-scales is for a two-stage prior, --guidance, --sampling-steps, --guidance-max-t and --eta "
-                "for a diffusion prior")
-    args.guidance, args.sampling_steps, args.guidance_max_t, args.eta, args.residual_scales = guidance, steps, max_ts, etas, scales
+        p.error("--residual-scales is for a two-stage prior, --guidance, --sampling-steps, --guidance-max-t, --eta, "
+                "--guide-from and --autoguidance for a diffusion prior")
+    (args.guidance, args.sampling_steps, args.guidance_max_t, args.eta, args.autoguidance,
+     args.residual_scales) = guidance, steps, max_ts, etas, autoguidances, scales
     return args
 
 
@@ -82,13 +93,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{args.checkpoint} has no learned prior (latent_prior={model.cfg.latent_prior!r}): nothing to choose")
     rows = fid_sweep(args.checkpoint, args.data, [1.0], args.residual_scales, args.fid_samples, args.seed, args.device,
                      args.cache_dir, args.guidance, args.sampling_steps, reference="training",
-                     guidance_max_ts=args.guidance_max_t, etas=args.eta)
+                     guidance_max_ts=args.guidance_max_t, etas=args.eta, autoguidances=args.autoguidance,
+                     guide_from=args.guide_from)
+    if args.guide_from:  # the written checkpoint carries the guide its rows were measured with
+        checkpoint.attach_guide(model, args.guide_from)
     best = min(rows, key=lambda r: r["fid_prior_samples"])
     chosen = {field: best[name] for name, field in SWEPT_SETTINGS.items() if name in best}
     before = {f: getattr(model.cfg, f) for f in chosen}
     for f, value in chosen.items():
         setattr(model.cfg, f, value)
-    selection = {"source": str(args.checkpoint), "reference": "training photos (the evaluation's real-vs-real floor)",
+    selection = {"source": str(args.checkpoint), "guide_from": str(args.guide_from) if args.guide_from else None,
+                 "reference": "training photos (the evaluation's real-vs-real floor)",
                  "fid_samples": args.fid_samples, "seed": args.seed, "rows": rows, "before": before, "chosen": chosen,
                  "git_commit": git_commit()}
     new_card = {k: v for k, v in card.items()

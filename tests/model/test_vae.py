@@ -254,3 +254,32 @@ def test_stochastic_ddim_takes_its_fresh_noise_from_the_starting_noise() -> None
             prior(noise[:, :16], weights, steps=4, guidance=2.0, eta=1.0)
     with pytest.raises(ValueError, match="diffusion_eta"):
         _diffusion_model(diffusion_eta=1.5)
+
+
+def test_autoguidance_pushes_away_from_the_guide_and_weight_one_ignores_it() -> None:
+    """v = v_guide + w (v - v_guide) at every step: a guide equal to the model changes nothing, weight 1 ignores the
+    guide, another guide with w > 1 moves the samples; the guide is a smaller denoiser of the config's own size."""
+    from model import latent_ops
+    from model.vae import LatentDiffusion
+
+    model = _diffusion_model(diffusion_guide_channels=8, diffusion_guide_blocks=1).eval()
+    prior, guide = model.latent_prior, model.guide_prior
+    assert isinstance(guide, LatentDiffusion) and len(guide.blocks) == 1 and guide.conv_in.out_channels == 8
+    assert not any(k.startswith("guide_prior.") for k in _diffusion_model().state_dict())  # no guide by default
+    with torch.no_grad():
+        prior.conv_out[-1].weight.normal_(0, 0.1)
+        guide.conv_out[-1].weight.normal_(0, 0.1)
+    noise, weights = torch.randn(3, 4 * 16), torch.eye(4)[:3]
+    with torch.no_grad():
+        plain = prior(noise, weights, steps=4, guidance=2.0, eta=1.0)
+        assert torch.equal(prior(noise, weights, steps=4, guidance=2.0, eta=1.0, guide=guide, autoguidance=1.0), plain)
+        pushed = prior(noise, weights, steps=4, guidance=2.0, eta=1.0, guide=guide, autoguidance=2.0)
+        assert pushed.shape == plain.shape and not torch.allclose(pushed, plain)
+        # A guide that errs exactly as the model does has nothing to push away from.
+        assert torch.allclose(prior(noise, weights, steps=4, guidance=2.0, eta=1.0, guide=prior, autoguidance=3.0), plain, atol=1e-5)
+        # The latent operations sample with the stored weight and the model's guide.
+        model.cfg.diffusion_sampling_steps, model.cfg.diffusion_guidance, model.cfg.diffusion_eta = 4, 2.0, 1.0
+        model.cfg.diffusion_autoguidance = 2.0
+        assert torch.allclose(latent_ops.prior_latents(model, weights, noise), pushed)
+    with pytest.raises(ValueError, match="diffusion_autoguidance"):
+        _diffusion_model(diffusion_autoguidance=0.5)
