@@ -32,7 +32,8 @@ as in the VQGAN / Stable Diffusion autoencoders), which reconstructs far more sh
 vector. Such a latent is too rich for a Gaussian or an MLP VAE to sample from (both decode to soup), so
 samples come from a small breed-conditional diffusion model on the latents (``LatentDiffusion``: the
 latent-diffusion recipe of Rombach et al. at toy scale), trained after stage 1 by
-``python -m training.prior --kind diffusion``. An MLP second-stage VAE on the latents (``LatentPrior``,
+``python -m training.prior --kind diffusion`` and sampled with classifier-free guidance plus autoguidance by a
+smaller, briefly trained second denoiser (``BreedVAE.guide_prior``). An MLP second-stage VAE on the latents (``LatentPrior``,
 Dai & Wipf) is the other choice, for vector latents. In both cases the Gaussians stay for the closed-form
 densities (identification from ``z``, the ancestry's fit score); a diffusion prior also answers ancestry itself,
 its denoising error standing in for the likelihood of a breed mix (``LatentDiffusion.denoising_error``).
@@ -64,6 +65,7 @@ References
 - Salimans & Ho, "Progressive Distillation for Fast Sampling of Diffusion Models", ICLR 2022 (v-prediction);
   Ho & Salimans, "Classifier-Free Diffusion Guidance", 2022.
 - Li et al., "Your Diffusion Model is Secretly a Zero-Shot Classifier", ICCV 2023 (denoising error as a class score).
+- Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself", NeurIPS 2024 (autoguidance).
 - Larsen et al., "Autoencoding beyond pixels using a learned similarity metric", ICML 2016 (VAE-GAN).
 - Esser, Rombach & Ommer, "Taming Transformers for High-Resolution Image Synthesis", CVPR 2021 (adaptive GAN weight).
 - Miyato et al., "Spectral Normalization for GANs", ICLR 2018; Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.

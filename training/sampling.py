@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for f, value in chosen.items():
         setattr(model.cfg, f, value)
     selection = {"source": str(args.checkpoint), "guide_from": str(args.guide_from) if args.guide_from else None,
+                 # how the guide was trained (its own card is not copied), so the checkpoint's lineage stays reproducible
+                 "guide_prior_training": checkpoint.read_card(args.guide_from).get("latent_prior_training") if args.guide_from else None,
                  "reference": "training photos (the evaluation's real-vs-real floor)",
                  "fid_samples": args.fid_samples, "seed": args.seed, "rows": rows, "before": before, "chosen": chosen,
                  "git_commit": git_commit()}

@@ -115,6 +115,7 @@ def test_an_autoguidance_guide_is_attached_weighed_and_written(tiny_diffusion_ch
     for name, weight in guide_model.latent_prior.state_dict().items():
         assert torch.equal(model.guide_prior.state_dict()[name], weight)
     assert card["sampling_selection"]["guide_from"] == str(guide)
+    assert card["sampling_selection"]["guide_prior_training"]["args"]["diffusion_channels"] == 8  # how the guide was made
     again = fid_sweep(out, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, reference="training")
     assert math.isclose(again[0]["fid_prior_samples"], best["fid_prior_samples"], rel_tol=1e-6)
 
