@@ -9,13 +9,13 @@ A learned prior stores how it is sampled: the classifier-free guidance scale, nu
 interval, DDIM eta and autoguidance weight of a diffusion prior, the residual scale of a two-stage prior.
 ``--guide-from`` first attaches another checkpoint's diffusion prior as the autoguidance guide (Karras et al. 2024:
 a smaller denoiser, trained for less time by ``python -m training.prior --kind diffusion --init-from`` the same
-checkpoint, whose errors the samples are pushed away from); its weights are then written with the checkpoint. The prior command sets
-guidance and steps from its flags (and guides every step, deterministically); this command measures the FID of
+checkpoint, whose errors the samples are pushed away from); its weights are then written with the checkpoint.
+The prior command sets guidance and steps from its flags (and guides every step, deterministically); this command measures the FID of
 the same 1,000 balanced prior samples at each candidate setting (one JSON line each, like ``python -m training.evaluate
 --sweep-temperatures 1``) against **training** photos, those of the evaluation's real-vs-real floor, never
 against the held-out photos the evaluation reports FID on, so that the reported FID of the chosen setting has
 not been selected on. It then writes the checkpoint with the setting of the lowest FID to ``--out``, unchanged
-otherwise: the weights are byte-identical. The card records every row under ``sampling_selection`` and drops
+otherwise: the weights are byte-identical (plus the guide's, with ``--guide-from``). The card records every row under ``sampling_selection`` and drops
 the source's ``evaluation`` (it was measured at the old setting): run ``python -m training.evaluate`` on the
 new folder. About 3 minutes per setting on 2 CPU cores. Each row also records ``generated_breed_top1``, how often
 the breed head names the requested breed in the same samples: the lowest FID can cost breed (stronger guidance
