@@ -154,8 +154,11 @@ class VAEConfig:
         self.classifier_channels = tuple(self.classifier_channels)
         if self.latent_prior not in ("ex_post", "standard", "two_stage", "diffusion"):
             raise ValueError(f"latent_prior must be 'ex_post', 'standard', 'two_stage' or 'diffusion', got {self.latent_prior!r}")
-        if self.diffusion_autoguidance < 1:
-            raise ValueError(f"diffusion_autoguidance must be at least 1 (1: the guide is not used), got {self.diffusion_autoguidance}")
+        if not (math.isfinite(self.diffusion_guidance) and self.diffusion_guidance >= 0):
+            raise ValueError(f"diffusion_guidance must be a finite number of at least 0 (1: no guidance), got {self.diffusion_guidance}")
+        if not (math.isfinite(self.diffusion_autoguidance) and self.diffusion_autoguidance >= 1):
+            raise ValueError(f"diffusion_autoguidance must be a finite number of at least 1 (1: the guide is not used), "
+                             f"got {self.diffusion_autoguidance}")
         if not 0 <= self.diffusion_eta <= 1:
             raise ValueError(f"diffusion_eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's noise), got {self.diffusion_eta}")
         if self.image_size % (2 ** len(self.channels)) != 0:

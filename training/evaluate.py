@@ -394,7 +394,14 @@ def evaluate(
 
 
 def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
+    """A comma-separated list of finite numbers (a command-line flag's value); exits with a message otherwise."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"{text!r}: expected comma-separated numbers, e.g. 1,1.5,2") from None
+    if not all(math.isfinite(v) for v in values):
+        raise SystemExit(f"{text!r}: every value must be a finite number (not inf or nan)")
+    return values
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

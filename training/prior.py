@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--patience must not be negative")
     if not 0 < args.stop_fraction < 1:
         p.error("--stop-fraction must lie between 0 and 1")
+    if not (math.isfinite(args.guidance) and args.guidance >= 0):
+        p.error("--guidance must be a finite number of at least 0 (1: no guidance)")
     if not 0 <= args.ema < 1:
         p.error("--ema must lie in [0, 1)")
     return args

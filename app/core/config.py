@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=4096, description="most images in one micro-batch")
     sampling_steps: int | None = Field(None, ge=1, le=1000, description="DDIM steps of a diffusion prior "
                                        "(None: the checkpoint's); fewer is faster and coarser")
+    autoguidance: float | None = Field(None, ge=1, le=10, allow_inf_nan=False,
+                                       description="autoguidance weight of a diffusion prior with a guide (None: the "
+                                       "checkpoint's); 1 leaves the guide unused, which is faster")
     inference_timeout_s: float = Field(30.0, gt=0, description="a request whose inference takes longer gets a 503")
 
 

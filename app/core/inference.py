@@ -68,6 +68,11 @@ class ModelService:
         model, card = checkpoint.load(settings.checkpoint, device)
         if settings.sampling_steps and model.cfg.latent_prior == "diffusion":
             model.cfg.diffusion_sampling_steps = settings.sampling_steps
+        if settings.autoguidance is not None:
+            if model.guide_prior is None and settings.autoguidance != 1:
+                raise RuntimeError(f"VAE_DOGS_AUTOGUIDANCE={settings.autoguidance:g} needs a checkpoint with an autoguidance "
+                                   f"guide, and {settings.checkpoint} has none (unset it, or set it to 1)")
+            model.cfg.diffusion_autoguidance = settings.autoguidance
         log.info("loaded %s (%d breeds) on %s", settings.checkpoint, len(card["breeds"]), device)
         return cls(model=model, card=card, device=device, settings=settings)
 

@@ -1,3 +1,4 @@
+import pytest
 from fastapi.testclient import TestClient
 
 
@@ -33,3 +34,37 @@ def test_sampling_steps_setting_overrides_the_checkpoints(tiny_diffusion_checkpo
         assert service.model.cfg.diffusion_sampling_steps == 2
     finally:
         service.close()
+
+
+def test_autoguidance_setting_overrides_the_checkpoints(tiny_diffusion_checkpoint, tmp_path) -> None:
+    from app.core.config import Settings
+    from app.core.inference import ModelService
+    from model import checkpoint
+
+    guided, card = checkpoint.load(tiny_diffusion_checkpoint)
+    checkpoint.attach_guide(guided, tiny_diffusion_checkpoint)  # its own prior as the guide: enough to be attached
+    guided.cfg.diffusion_autoguidance = 2.0
+    checkpoint.save(guided, {k: v for k, v in card.items() if k not in ("config", "weights_sha256")}, tmp_path / "guided")
+    service = ModelService.load(Settings(checkpoint=tmp_path / "guided", device="cpu", autoguidance=1))
+    try:
+        assert service.model.guide_prior is not None and service.model.cfg.diffusion_autoguidance == 1.0
+    finally:
+        service.close()
+
+
+def test_autoguidance_setting_without_a_guide_is_refused(tiny_diffusion_checkpoint) -> None:
+    from app.core.config import Settings
+    from app.core.inference import ModelService
+
+    with pytest.raises(RuntimeError, match="VAE_DOGS_AUTOGUIDANCE=2 needs a checkpoint with an autoguidance guide"):
+        ModelService.load(Settings(checkpoint=tiny_diffusion_checkpoint, device="cpu", autoguidance=2))
+
+
+def test_autoguidance_setting_must_be_finite_and_at_least_one() -> None:
+    from pydantic import ValidationError
+
+    from app.core.config import Settings
+
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValidationError):
+            Settings(autoguidance=bad)

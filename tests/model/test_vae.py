@@ -281,5 +281,9 @@ def test_autoguidance_pushes_away_from_the_guide_and_weight_one_ignores_it() -> 
         model.cfg.diffusion_sampling_steps, model.cfg.diffusion_guidance, model.cfg.diffusion_eta = 4, 2.0, 1.0
         model.cfg.diffusion_autoguidance = 2.0
         assert torch.allclose(latent_ops.prior_latents(model, weights, noise), pushed)
-    with pytest.raises(ValueError, match="diffusion_autoguidance"):
-        _diffusion_model(diffusion_autoguidance=0.5)
+    for weight in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="diffusion_autoguidance"):
+            _diffusion_model(diffusion_autoguidance=weight)
+    for scale in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match="diffusion_guidance"):
+            _diffusion_model(diffusion_guidance=scale)

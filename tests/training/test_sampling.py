@@ -67,6 +67,9 @@ def test_a_two_stage_prior_gets_its_residual_scale(tiny_two_stage_checkpoint: Pa
     (("--residual-scales", "0.5", "--eta", "1"), "two-stage prior"),
     (("--autoguidance", "0.5"), "at least 1"),
     (("--autoguidance", "2"), "no autoguidance guide"),
+    (("--autoguidance", "inf"), "finite number"),
+    (("--guidance", "3,nan"), "finite number"),
+    (("--eta", "one"), "comma-separated numbers"),
 ])
 def test_bad_candidates_are_refused(candidates: tuple[str, ...], message: str, tiny_diffusion_checkpoint: Path,
                                     folders_data: Path, cache_dir: Path, tmp_path: Path,
