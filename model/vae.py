@@ -33,8 +33,8 @@ vector. Such a latent is too rich for a Gaussian or an MLP VAE to sample from (b
 samples come from a small breed-conditional diffusion model on the latents (``LatentDiffusion``: the
 latent-diffusion recipe of Rombach et al. at toy scale), trained after stage 1 by
 ``python -m training.prior --kind diffusion`` and sampled with classifier-free guidance plus autoguidance by a
-smaller, briefly trained second denoiser (``BreedVAE.guide_prior``). An MLP second-stage VAE on the latents (``LatentPrior``,
-Dai & Wipf) is the other choice, for vector latents. In both cases the Gaussians stay for the closed-form
+weaker second denoiser (``BreedVAE.guide_prior``; the default's is the same network trained for an eighth of the
+steps). An MLP second-stage VAE on the latents (``LatentPrior``, Dai & Wipf) is the other choice, for vector latents. In both cases the Gaussians stay for the closed-form
 densities (identification from ``z``, the ancestry's fit score); a diffusion prior also answers ancestry itself,
 its denoising error standing in for the likelihood of a breed mix (``LatentDiffusion.denoising_error``).
 
@@ -140,8 +140,8 @@ class VAEConfig:
     # A self-attention layer after every second residual block: every latent position sees the whole dog at
     # once (convolutions alone need many blocks to connect head and tail, and samples grew extra heads).
     diffusion_attention: bool = False
-    # Autoguidance (Karras et al. 2024): a second, smaller and shorter-trained denoiser on the same standardised
-    # latents (``BreedVAE.guide_prior``; 0 channels: none) whose errors are pushed away from, v = v_guide +
+    # Autoguidance (Karras et al. 2024): a second, weaker (smaller and/or shorter-trained) denoiser on the same
+    # standardised latents (``BreedVAE.guide_prior``; 0 channels: none) whose errors are pushed away from, v = v_guide +
     # w * (v - v_guide), at every step, under the same breed condition (then classifier-free guidance on top).
     # w = diffusion_autoguidance (1: the guide is not used). Attached by `python -m training.sampling --guide-from`.
     diffusion_guide_channels: int = 0
@@ -510,7 +510,8 @@ class LatentDiffusion(StandardisedLatentModel):
         """DDIM from ``noise`` (n, noise_dim(steps, eta)) to latents z (n, latent_dim) for the weights (n, n_breeds);
         classifier-free guidance ``guidance`` at the steps that start at t <= ``guidance_max_t``; ``eta`` the share
         of DDPM's fresh noise per step (0: deterministic), taken from ``noise`` after its first latent; ``guide``
-        (a smaller denoiser trained on the same standardised latents) with weight ``autoguidance`` at every step."""
+        (a weaker denoiser: smaller and/or trained less, on the same standardised latents) with weight
+        ``autoguidance`` at every step."""
         if noise.shape[1] != self.noise_dim(steps, eta):
             raise ValueError(f"{steps} DDIM steps at eta {eta} start from {self.noise_dim(steps, eta)} noise numbers "
                              f"per sample, got {noise.shape[1]}")

@@ -8,7 +8,7 @@
 A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps, guidance
 interval, DDIM eta and autoguidance weight of a diffusion prior, the residual scale of a two-stage prior.
 ``--guide-from`` first attaches another checkpoint's diffusion prior as the autoguidance guide (Karras et al. 2024:
-a smaller denoiser, trained for less time by ``python -m training.prior --kind diffusion --init-from`` the same
+a weaker denoiser, smaller and/or trained for less time by ``python -m training.prior --kind diffusion --init-from`` the same
 checkpoint, whose errors the samples are pushed away from); its weights are then written with the checkpoint.
 The prior command sets guidance and steps from its flags (and guides every step, deterministically); this command measures the FID of
 the same 1,000 balanced prior samples at each candidate setting (one JSON line each, like ``python -m training.evaluate
