@@ -34,9 +34,10 @@ samples come from a small breed-conditional diffusion model on the latents (``La
 latent-diffusion recipe of Rombach et al. at toy scale), trained after stage 1 by
 ``python -m training.prior --kind diffusion`` and sampled with classifier-free guidance plus autoguidance by a
 weaker second denoiser (``BreedVAE.guide_prior``; the default's is the same network trained for an eighth of the
-steps). An MLP second-stage VAE on the latents (``LatentPrior``, Dai & Wipf) is the other choice, for vector latents. In both cases the Gaussians stay for the closed-form
-densities (identification from ``z``, the ancestry's fit score); a diffusion prior also answers ancestry itself,
-its denoising error standing in for the likelihood of a breed mix (``LatentDiffusion.denoising_error``).
+steps). An MLP second-stage VAE on the latents (``LatentPrior``, Dai & Wipf) is the other choice, for vector latents.
+In both cases the Gaussians stay for the closed-form densities (identification from ``z``, the ancestry's fit
+score); a diffusion prior also answers ancestry itself, its denoising error standing in for the likelihood of a
+breed mix (``LatentDiffusion.denoising_error``).
 
 Training has two stages. Stage 1 maximises the ELBO above. A VAE decoder trained only on the pixel
 likelihood decodes prior samples to breed-independent blur ("texture soup": issue 7), because the
