@@ -3,7 +3,7 @@
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guidance 2,3,4 --sampling-steps 8
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --eta 0,0.5,1 --sampling-steps 8,16
     python -m training.sampling runs/dogs64-prior --data ../shared/dogs --out runs/tuned --residual-scales 0.25,0.5,0.75
-    python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guide-from runs/guide48 --autoguidance 1,1.5,2
+    python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guide-from runs/guide96s --autoguidance 1.5,2,3
 
 A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps, guidance
 interval, DDIM eta and autoguidance weight of a diffusion prior, the residual scale of a two-stage prior.
