@@ -116,6 +116,8 @@ class Info(BaseModel):
     sampling_steps: int | None = Field(description="DDIM steps per sample of a diffusion prior (VAE_DOGS_SAMPLING_STEPS)")
     guidance: float | None = Field(description="classifier-free guidance scale of a diffusion prior (1: none)")
     guidance_max_t: float | None = Field(description="a diffusion prior guides only the steps at times t <= this (1: every step)")
+    guidance_rescale: float | None = Field(description="share by which a diffusion prior's guided prediction is scaled back "
+                                           "to the conditional prediction's spread (0: plain guidance)")
     eta: float | None = Field(description="fresh noise per DDIM step of a diffusion prior (0: deterministic DDIM, 1: as much as DDPM)")
     autoguidance: float | None = Field(description="weight of a diffusion prior's autoguidance guide, a smaller denoiser whose "
                                        "errors samples are pushed away from (1: unused; null: no guide)")

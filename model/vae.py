@@ -67,6 +67,7 @@ References
   Ho & Salimans, "Classifier-Free Diffusion Guidance", 2022.
 - Li et al., "Your Diffusion Model is Secretly a Zero-Shot Classifier", ICCV 2023 (denoising error as a class score).
 - Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself", NeurIPS 2024 (autoguidance).
+- Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed", WACV 2024 (guidance rescale).
 - Larsen et al., "Autoencoding beyond pixels using a learned similarity metric", ICML 2016 (VAE-GAN).
 - Esser, Rombach & Ommer, "Taming Transformers for High-Resolution Image Synthesis", CVPR 2021 (adaptive GAN weight).
 - Miyato et al., "Spectral Normalization for GANs", ICLR 2018; Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018.
@@ -133,6 +134,11 @@ class VAEConfig:
     # guidance in a limited interval"), where guiding the noisiest steps cost variety. On these dogs a limited
     # interval measured worse (README), so every step is guided by default.
     diffusion_guidance_max_t: float = 1.0
+    # Guidance rescale (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"):
+    # the guided prediction is scaled back towards the conditional prediction's spread, by this share (0: plain
+    # guidance, 1: the full spread). Strong guidance inflates the prediction; rescaled, a stronger scale keeps the
+    # breed without overshooting. On these dogs it measured better at 0.5 with a higher scale (README).
+    diffusion_guidance_rescale: float = 0.0
     # Stochasticity of the DDIM sampler (Song et al.'s eta): 0 is deterministic DDIM, 1 adds as much fresh noise
     # at each step as ancestral DDPM sampling. The fresh noise is part of a sample's starting noise (one latent's
     # worth per step after the first: ``LatentDiffusion.noise_dim``), so a seed still fixes the dog. Fresh noise
@@ -160,6 +166,8 @@ class VAEConfig:
         if not (math.isfinite(self.diffusion_autoguidance) and self.diffusion_autoguidance >= 1):
             raise ValueError(f"diffusion_autoguidance must be a finite number of at least 1 (1: the guide is not used), "
                              f"got {self.diffusion_autoguidance}")
+        if not 0 <= self.diffusion_guidance_rescale <= 1:
+            raise ValueError(f"diffusion_guidance_rescale must lie in [0, 1] (0: plain guidance), got {self.diffusion_guidance_rescale}")
         if not 0 <= self.diffusion_eta <= 1:
             raise ValueError(f"diffusion_eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's noise), got {self.diffusion_eta}")
         if self.image_size % (2 ** len(self.channels)) != 0:
@@ -505,14 +513,24 @@ class LatentDiffusion(StandardisedLatentModel):
         v_guide = guide.velocity(x_t, t, breed_weights)
         return v_guide + autoguidance * (v - v_guide)
 
+    @staticmethod
+    def classifier_free(v_cond: Tensor, v_uncond: Tensor, guidance: float, rescale: float = 0.0) -> Tensor:
+        """Classifier-free guidance of (n, d) velocities; ``rescale`` (Lin et al. 2024) moves each guided row by that
+        share towards the same direction at the conditional row's standard deviation, which strong guidance inflates."""
+        v = v_uncond + guidance * (v_cond - v_uncond)
+        if rescale == 0.0:
+            return v
+        rescaled = v * (v_cond.std(1, keepdim=True) / v.std(1, keepdim=True).clamp_min(1e-12))
+        return rescale * rescaled + (1 - rescale) * v
+
     def forward(self, noise: Tensor, breed_weights: Tensor, steps: int, guidance: float,
                 guidance_max_t: float = 1.0, eta: float = 0.0, guide: LatentDiffusion | None = None,
-                autoguidance: float = 1.0) -> Tensor:
+                autoguidance: float = 1.0, guidance_rescale: float = 0.0) -> Tensor:
         """DDIM from ``noise`` (n, noise_dim(steps, eta)) to latents z (n, latent_dim) for the weights (n, n_breeds);
         classifier-free guidance ``guidance`` at the steps that start at t <= ``guidance_max_t``; ``eta`` the share
         of DDPM's fresh noise per step (0: deterministic), taken from ``noise`` after its first latent; ``guide``
         (a weaker denoiser: smaller and/or trained less, on the same standardised latents) with weight
-        ``autoguidance`` at every step."""
+        ``autoguidance`` at every step; ``guidance_rescale`` see :meth:`classifier_free`."""
         if noise.shape[1] != self.noise_dim(steps, eta):
             raise ValueError(f"{steps} DDIM steps at eta {eta} start from {self.noise_dim(steps, eta)} noise numbers "
                              f"per sample, got {noise.shape[1]}")
@@ -527,7 +545,7 @@ class LatentDiffusion(StandardisedLatentModel):
             else:
                 v_cond, v_uncond = self.guided_velocity(torch.cat([x, x]), torch.cat([tt, tt]),
                                                         torch.cat([breed_weights, unconditional]), guide, autoguidance).chunk(2)
-                v = v_uncond + guidance * (v_cond - v_uncond)
+                v = self.classifier_free(v_cond, v_uncond, guidance, guidance_rescale)
             alpha, sigma = self.alpha_sigma(t)
             x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
             alpha_next, sigma_next = self.alpha_sigma(t_next)

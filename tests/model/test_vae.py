@@ -232,6 +232,39 @@ def test_diffusion_sampling_is_deterministic_and_guidance_changes_it() -> None:
         assert not torch.allclose(halfway, a) and not torch.allclose(halfway, prior(noise, weights, steps=4, guidance=1.0))
 
 
+def test_guidance_rescale_restores_the_conditional_spread_and_keeps_the_direction() -> None:
+    """Lin et al. (2024): rescale 1 gives each guided row the conditional row's standard deviation, in the guided
+    direction; 0 is plain guidance; values between blend the two; without guidance it changes nothing."""
+    from model.vae import LatentDiffusion
+
+    v_cond, v_uncond = torch.randn(5, 16), torch.randn(5, 16)
+    plain = v_uncond + 3.0 * (v_cond - v_uncond)
+    assert torch.equal(LatentDiffusion.classifier_free(v_cond, v_uncond, 3.0), plain)
+    full = LatentDiffusion.classifier_free(v_cond, v_uncond, 3.0, rescale=1.0)
+    assert torch.allclose(full.std(1), v_cond.std(1), atol=1e-5)
+    ratio = full / plain  # one positive factor per row: the same direction, another length
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4) and bool((ratio > 0).all())
+    assert torch.allclose(LatentDiffusion.classifier_free(v_cond, v_uncond, 3.0, rescale=0.5), (plain + full) / 2, atol=1e-5)
+    assert torch.allclose(LatentDiffusion.classifier_free(v_cond, v_uncond, 1.0, rescale=1.0), v_cond, atol=1e-5)
+
+    model = _diffusion_model().eval()
+    prior = model.latent_prior
+    with torch.no_grad():
+        prior.conv_out[-1].weight.normal_(0, 0.1)
+    noise, weights = torch.randn(3, 16), torch.eye(4)[:3]
+    with torch.no_grad():
+        plain_samples = prior(noise, weights, steps=4, guidance=3.0)
+        rescaled = prior(noise, weights, steps=4, guidance=3.0, guidance_rescale=0.5)
+        assert torch.isfinite(rescaled).all() and not torch.allclose(rescaled, plain_samples)
+        # The latent operations sample with the stored rescale.
+        model.cfg.diffusion_sampling_steps, model.cfg.diffusion_guidance, model.cfg.diffusion_guidance_rescale = 4, 3.0, 0.5
+        from model import latent_ops
+        assert torch.allclose(latent_ops.prior_latents(model, weights, noise), rescaled)
+    for share in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="diffusion_guidance_rescale"):
+            _diffusion_model(diffusion_guidance_rescale=share)
+
+
 def test_stochastic_ddim_takes_its_fresh_noise_from_the_starting_noise() -> None:
     """eta > 0 adds fresh noise at every step but the last; it comes from the given noise, so a seed still fixes the sample."""
     model = _diffusion_model().eval()

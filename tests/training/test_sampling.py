@@ -35,7 +35,7 @@ def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(tiny
     assert (cfg.diffusion_guidance, cfg.diffusion_sampling_steps, cfg.diffusion_guidance_max_t, cfg.diffusion_eta) == (
         best["guidance"], best["sampling_steps"], best["guidance_max_t"], best["eta"])
     assert selection["before"] == {"diffusion_guidance": 2.0, "diffusion_sampling_steps": 4, "diffusion_guidance_max_t": 1.0,
-                                   "diffusion_eta": 0.0, "diffusion_autoguidance": 1.0}
+                                   "diffusion_eta": 0.0, "diffusion_autoguidance": 1.0, "diffusion_guidance_rescale": 0.0}
     assert card["weights_sha256"] == source_card["weights_sha256"]  # only the setting changed
     assert "evaluation" in source_card and "evaluation" not in card  # measured at the old setting
     assert card["sampling_selection"]["chosen"] == selection["chosen"]
@@ -47,6 +47,18 @@ def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(tiny
     held_out = fid_sweep(out, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir)
     assert held_out[0]["reference"] == "held-out"
     assert not math.isclose(held_out[0]["fid_prior_samples"], best["fid_prior_samples"], rel_tol=1e-6)
+
+
+def test_a_guidance_rescale_is_chosen_and_stored(tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "rescaled"
+    rows = _run(tiny_diffusion_checkpoint, folders_data, out, cache_dir, "--guidance", "3", "--guidance-rescale", "0,1")["rows"]
+    assert [(r["guidance"], r["guidance_rescale"]) for r in rows] == [(3.0, 0.0), (3.0, 1.0)]
+    assert rows[0]["fid_prior_samples"] != rows[1]["fid_prior_samples"]
+    best = min(rows, key=lambda r: r["fid_prior_samples"])
+    assert checkpoint.load(out)[0].cfg.diffusion_guidance_rescale == best["guidance_rescale"]
+    again = fid_sweep(out, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, reference="training")
+    assert math.isclose(again[0]["fid_prior_samples"], best["fid_prior_samples"], rel_tol=1e-6)
 
 
 def test_a_two_stage_prior_gets_its_residual_scale(tiny_two_stage_checkpoint: Path, folders_data: Path, cache_dir: Path,
@@ -70,6 +82,8 @@ def test_a_two_stage_prior_gets_its_residual_scale(tiny_two_stage_checkpoint: Pa
     (("--autoguidance", "inf"), "finite number"),
     (("--guidance", "3,nan"), "finite number"),
     (("--eta", "one"), "comma-separated numbers"),
+    (("--guidance-rescale", "1.5"), "must lie in [0, 1]"),
+    (("--residual-scales", "0.5", "--guidance-rescale", "0.5"), "two-stage prior"),
 ])
 def test_bad_candidates_are_refused(candidates: tuple[str, ...], message: str, tiny_diffusion_checkpoint: Path,
                                     folders_data: Path, cache_dir: Path, tmp_path: Path,

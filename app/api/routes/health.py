@@ -31,6 +31,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         sampling_steps=cfg.diffusion_sampling_steps if diffusion else None,
         guidance=cfg.diffusion_guidance if diffusion else None,
         guidance_max_t=cfg.diffusion_guidance_max_t if diffusion else None,
+        guidance_rescale=cfg.diffusion_guidance_rescale if diffusion else None,
         eta=cfg.diffusion_eta if diffusion else None,
         autoguidance=cfg.diffusion_autoguidance if service.model.guide_prior is not None else None,
         device=str(service.device),
