@@ -32,9 +32,9 @@ as in the VQGAN / Stable Diffusion autoencoders), which reconstructs far more sh
 vector. Such a latent is too rich for a Gaussian or an MLP VAE to sample from (both decode to soup), so
 samples come from a small breed-conditional diffusion model on the latents (``LatentDiffusion``: the
 latent-diffusion recipe of Rombach et al. at toy scale), trained after stage 1 by
-``python -m training.prior --kind diffusion`` and sampled with classifier-free guidance plus autoguidance by a
-weaker second denoiser (``BreedVAE.guide_prior``; the default's has the main one's architecture and an eighth of its
-training steps). An MLP second-stage VAE on the latents (``LatentPrior``, Dai & Wipf) is the other choice, for vector latents.
+``python -m training.prior --kind diffusion`` and sampled with classifier-free guidance (rescaled, Lin et al.) plus
+autoguidance by a weaker second denoiser (``BreedVAE.guide_prior``; the default's has the main one's architecture and an
+eighth of its training steps). An MLP second-stage VAE on the latents (``LatentPrior``, Dai & Wipf) is the other choice, for vector latents.
 In both cases the Gaussians stay for the closed-form densities (identification from ``z``, the ancestry's fit
 score); a diffusion prior also answers ancestry itself, its denoising error standing in for the likelihood of a
 breed mix (``LatentDiffusion.denoising_error``).

@@ -16,7 +16,8 @@ the same 1,000 balanced prior samples at each candidate setting (one JSON line e
 --sweep-temperatures 1``) against **training** photos, those of the evaluation's real-vs-real floor, never
 against the held-out photos the evaluation reports FID on, so that the reported FID of the chosen setting has
 not been selected on. It then writes the checkpoint with the setting of the lowest FID to ``--out``, unchanged
-otherwise: the weights are byte-identical (plus the guide's, with ``--guide-from``). The card records every row under ``sampling_selection`` and drops
+otherwise: the weights are byte-identical (plus the guide's, with ``--guide-from``). The card records every row under ``sampling_selection`` (a source's own selections move to
+``earlier_sampling_selections``, so the guide's lineage stays) and drops
 the source's ``evaluation`` (it was measured at the old setting): run ``python -m training.evaluate`` on the
 new folder. About 3 minutes per setting on 2 CPU cores. Each row also records ``generated_breed_top1``, how often
 the breed head names the requested breed in the same samples: the lowest FID can cost breed (stronger guidance
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "git_commit": git_commit()}
     new_card = {k: v for k, v in card.items()
                 if k not in ("evaluation", "format", "config", "torch_version", "weights_sha256")}
+    if "sampling_selection" in card:  # keep the earlier choices: one of them may name the guide this checkpoint carries
+        new_card["earlier_sampling_selections"] = [*card.get("earlier_sampling_selections", []), card["sampling_selection"]]
     checkpoint.save(model, new_card | {"sampling_selection": selection}, args.out)
     print(f"chosen {chosen} (FID {best['fid_prior_samples']:.1f} against training photos; was {before}); "
           f"wrote {args.out}. Next: python -m training.evaluate {args.out} --data {args.data}", flush=True)

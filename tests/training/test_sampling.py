@@ -136,6 +136,12 @@ def test_an_autoguidance_guide_is_attached_weighed_and_written(tiny_diffusion_ch
     again = fid_sweep(out, folders_data, [1.0], fid_samples=6, cache_dir=cache_dir, reference="training")
     assert math.isclose(again[0]["fid_prior_samples"], best["fid_prior_samples"], rel_tol=1e-6)
 
+    # Choosing again on the guided checkpoint keeps the guide and the record of where it came from.
+    _run(out, folders_data, tmp_path / "again", cache_dir, "--guidance", "3")
+    model, card = checkpoint.load(tmp_path / "again")
+    assert model.guide_prior is not None and card["sampling_selection"]["guide_from"] is None
+    assert [s["guide_from"] for s in card["earlier_sampling_selections"]] == [str(guide)]
+
     retrained = _train_guide(out, folders_data, tmp_path / "retrained", cache_dir)
     model, _ = checkpoint.load(retrained)
     assert model.guide_prior is None and model.cfg.diffusion_autoguidance == 1.0
