@@ -121,6 +121,9 @@ class Info(BaseModel):
     eta: float | None = Field(description="fresh noise per DDIM step of a diffusion prior (0: deterministic DDIM, 1: as much as DDPM)")
     autoguidance: float | None = Field(description="weight of a diffusion prior's autoguidance guide, a smaller denoiser whose "
                                        "errors samples are pushed away from (1: unused; null: no guide)")
+    discriminator_guidance: float | None = Field(description="weight of a diffusion prior's discriminator guidance, the gradient of "
+                                                 "a classifier of real against sampled latents added at every step "
+                                                 "(0: unused; null: no discriminator)")
     device: str
     checkpoint: str
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")

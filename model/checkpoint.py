@@ -26,6 +26,8 @@ CARD_FORMAT = "vae-dogs/1"
 # mkstemp makes 0600 files; a checkpoint must stay readable by a service running as another user.
 PUBLIC_FILE_MODE = 0o644
 REQUIRED_CARD_KEYS = ("format", "config", "breeds", "weights_sha256")
+# Weights of the sampler on top of stage 1 (prior, autoguidance guide, latent discriminator), by state-dict prefix.
+SAMPLER_PARTS = ("latent_prior.", "guide_prior.", "latent_discriminator.")
 
 
 class CheckpointError(RuntimeError):
@@ -140,7 +142,7 @@ def attach_guide(model: BreedVAE, guide_folder: str | os.PathLike[str]) -> None:
     if not isinstance(guide.latent_prior, LatentDiffusion):
         raise CheckpointError(f"guide {guide_folder} has no diffusion prior (latent_prior={guide.cfg.latent_prior!r})")
     ours, theirs = model.state_dict(), guide.state_dict()
-    stage1 = [k for k in ours if not k.startswith(("latent_prior.", "guide_prior."))]
+    stage1 = [k for k in ours if not k.startswith(SAMPLER_PARTS)]
     if any(k not in theirs or not torch.equal(ours[k], theirs[k]) for k in stage1):
         raise CheckpointError(f"guide {guide_folder} was trained on another stage 1 (its VAE weights differ); "
                               "train it with --init-from this checkpoint")

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import checkpoint, latent_ops
+from model.checkpoint import SAMPLER_PARTS
 from model.imaging import labelled_rows
 from model.vae import BreedVAE, VAEConfig
 from training.data import balanced_indices, find_photos, limit_per_breed, load_images
@@ -171,13 +172,14 @@ def main(argv: list[str] | None = None) -> Path:
         "prior_residual_scale": args.residual_scale, "diffusion_channels": args.diffusion_channels,
         "diffusion_blocks": args.diffusion_blocks, "diffusion_guidance": args.guidance,
         "diffusion_sampling_steps": args.sampling_steps, "diffusion_attention": args.attention,
-        # a new prior drops the source's autoguidance guide: it was weighed against the old prior (training.sampling)
-        "diffusion_guide_channels": 0, "diffusion_autoguidance": 1.0})
+        # a new prior drops the source's autoguidance guide and latent discriminator: both were weighed against the old prior
+        "diffusion_guide_channels": 0, "diffusion_autoguidance": 1.0,
+        "diffusion_discriminator_channels": 0, "diffusion_discriminator_guidance": 0.0})
     if source.cfg.latent_prior == "standard":
         raise SystemExit(f"{args.init_from} is a plain VAE (--plain); a learned prior is for the breed-conditional model")
     torch.manual_seed(args.seed)
     model = BreedVAE(cfg).to(device)
-    state = {k: v for k, v in source.state_dict().items() if not k.startswith(("latent_prior.", "guide_prior."))}
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(SAMPLER_PARTS)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("latent_prior.") for k in missing):
         raise SystemExit(f"{args.init_from}: unexpected weights {unexpected[:3]} or missing {missing[:3]}")

@@ -35,7 +35,8 @@ def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(tiny
     assert (cfg.diffusion_guidance, cfg.diffusion_sampling_steps, cfg.diffusion_guidance_max_t, cfg.diffusion_eta) == (
         best["guidance"], best["sampling_steps"], best["guidance_max_t"], best["eta"])
     assert selection["before"] == {"diffusion_guidance": 2.0, "diffusion_sampling_steps": 4, "diffusion_guidance_max_t": 1.0,
-                                   "diffusion_eta": 0.0, "diffusion_autoguidance": 1.0, "diffusion_guidance_rescale": 0.0}
+                                   "diffusion_eta": 0.0, "diffusion_autoguidance": 1.0, "diffusion_guidance_rescale": 0.0,
+                                   "diffusion_discriminator_guidance": 0.0}
     assert card["weights_sha256"] == source_card["weights_sha256"]  # only the setting changed
     assert "evaluation" in source_card and "evaluation" not in card  # measured at the old setting
     assert card["sampling_selection"]["chosen"] == selection["chosen"]

@@ -34,6 +34,8 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         guidance_rescale=cfg.diffusion_guidance_rescale if diffusion else None,
         eta=cfg.diffusion_eta if diffusion else None,
         autoguidance=cfg.diffusion_autoguidance if service.model.guide_prior is not None else None,
+        discriminator_guidance=(cfg.diffusion_discriminator_guidance
+                                if service.model.latent_discriminator is not None else None),
         device=str(service.device),
         checkpoint=str(settings.checkpoint),
         checkpoint_sha256=card["weights_sha256"],
