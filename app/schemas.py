@@ -118,6 +118,8 @@ class Info(BaseModel):
     guidance_max_t: float | None = Field(description="a diffusion prior guides only the steps at times t <= this (1: every step)")
     guidance_rescale: float | None = Field(description="share by which a diffusion prior's guided prediction is scaled back "
                                            "to the conditional prediction's spread (0: plain guidance)")
+    output_scale: float | None = Field(description="a diffusion prior's sampled standardised latents are multiplied by this "
+                                       "(1: as sampled; below 1: towards their mean)")
     eta: float | None = Field(description="fresh noise per DDIM step of a diffusion prior (0: deterministic DDIM, 1: as much as DDPM)")
     autoguidance: float | None = Field(description="weight of a diffusion prior's autoguidance guide, a smaller denoiser whose "
                                        "errors samples are pushed away from (1: unused; null: no guide)")

@@ -87,7 +87,7 @@ def prior_latents(model: BreedVAE, weights: Tensor, eps: Tensor, temperature: fl
         return model.latent_prior(temperature * eps, weights, cfg.diffusion_sampling_steps, cfg.diffusion_guidance,
                                   cfg.diffusion_guidance_max_t, cfg.diffusion_eta, model.guide_prior, cfg.diffusion_autoguidance,
                                   cfg.diffusion_guidance_rescale, model.latent_discriminator,
-                                  cfg.diffusion_discriminator_guidance)
+                                  cfg.diffusion_discriminator_guidance, cfg.diffusion_output_scale)
     if isinstance(model.latent_prior, LatentPrior):
         u, residual = eps.split([model.cfg.prior_noise_dim, model.cfg.latent_dim], dim=1)
         return model.latent_prior(temperature * u, weights, temperature * model.cfg.prior_residual_scale * residual)

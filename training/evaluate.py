@@ -260,7 +260,7 @@ SWEPT_SETTINGS = {"residual_scale": "prior_residual_scale", "guidance": "diffusi
                   "sampling_steps": "diffusion_sampling_steps", "guidance_max_t": "diffusion_guidance_max_t",
                   "eta": "diffusion_eta", "autoguidance": "diffusion_autoguidance",
                   "guidance_rescale": "diffusion_guidance_rescale",
-                  "discriminator_guidance": "diffusion_discriminator_guidance"}
+                  "discriminator_guidance": "diffusion_discriminator_guidance", "output_scale": "diffusion_output_scale"}
 
 
 def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], residual_scales: list[float] | None = None,
@@ -269,10 +269,11 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
               reference: str = "held-out", guidance_max_ts: list[float] | None = None,
               etas: list[float] | None = None, autoguidances: list[float] | None = None,
               guide_from: Path | None = None, guidance_rescales: list[float] | None = None,
-              discriminator_guidances: list[float] | None = None) -> list[dict[str, Any]]:
+              discriminator_guidances: list[float] | None = None,
+              output_scales: list[float] | None = None) -> list[dict[str, Any]]:
     """FID of prior samples at each temperature, and each residual scale (two-stage prior) or each combination
     of classifier-free guidance scale, number of DDIM steps, guidance interval, DDIM eta, autoguidance weight and
-    guidance rescale and discriminator guidance weight (diffusion prior; ``guide_from``: first attach that checkpoint's prior
+    guidance rescale, discriminator guidance weight and output scale (diffusion prior; ``guide_from``: first attach that checkpoint's prior
     as the guide, see ``checkpoint.attach_guide``).
 
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own
@@ -289,7 +290,7 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
     if residual_scales and cfg.latent_prior != "two_stage":
         raise SystemExit(f"{checkpoint_dir} has no two-stage prior, so no residual scale to sweep")
     if (guidance_scales or sampling_steps or guidance_max_ts or etas or autoguidances or guide_from
-            or guidance_rescales or discriminator_guidances) and cfg.latent_prior != "diffusion":
+            or guidance_rescales or discriminator_guidances or output_scales) and cfg.latent_prior != "diffusion":
         raise SystemExit(f"{checkpoint_dir} has no diffusion prior, so no guidance scale, interval, sampling steps, eta or guide to sweep")
     if guide_from:
         try:
@@ -310,7 +311,8 @@ def fid_sweep(checkpoint_dir: Path, data: Path, temperatures: list[float], resid
                       "eta": list(etas or [cfg.diffusion_eta]),
                       "autoguidance": list(autoguidances or [cfg.diffusion_autoguidance]),
                       "guidance_rescale": list(guidance_rescales or [cfg.diffusion_guidance_rescale]),
-                      "discriminator_guidance": list(discriminator_guidances or [cfg.diffusion_discriminator_guidance])}
+                      "discriminator_guidance": list(discriminator_guidances or [cfg.diffusion_discriminator_guidance]),
+                      "output_scale": list(output_scales or [cfg.diffusion_output_scale])}
     for combination in itertools.product(*candidates.values()):  # the config's own checks, before minutes of sampling
         try:
             dataclasses.replace(cfg, **{SWEPT_SETTINGS[k]: v for k, v in zip(candidates, combination)})
@@ -452,6 +454,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--sweep-discriminator-guidance", default=None, metavar="D1,D2,...",
                    help="with --sweep-temperatures on a diffusion checkpoint with a latent discriminator: also over these "
                         "discriminator guidance weights (0: unused)")
+    p.add_argument("--sweep-output-scale", default=None, metavar="S1,S2,...",
+                   help="with --sweep-temperatures on a diffusion checkpoint: also over these output scales of the "
+                        "sampled standardised latents (1: as sampled; below 1: towards their mean)")
     p.add_argument("--sweep-against", choices=REFERENCES, default="held-out",
                    help="with --sweep-temperatures: the real photos FID is measured against (training: the floor's "
                         "training photos, to choose settings without looking at the held-out ones)")
@@ -468,7 +473,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          _floats(args.sweep_autoguidance) if args.sweep_autoguidance else None,
                          guidance_rescales=_floats(args.sweep_guidance_rescale) if args.sweep_guidance_rescale else None,
                          discriminator_guidances=(_floats(args.sweep_discriminator_guidance)
-                                                  if args.sweep_discriminator_guidance else None))
+                                                  if args.sweep_discriminator_guidance else None),
+                         output_scales=_floats(args.sweep_output_scale) if args.sweep_output_scale else None)
         return {"fid_sweep": rows}
     metrics = evaluate(args.checkpoint, args.data, args.out, args.fid_samples, args.seed, args.device,
                        args.cache_dir, not args.no_update_card)

@@ -6,10 +6,11 @@
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guide-from runs/guide96s --autoguidance 1.5,2,3
     python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --guidance 3,4,5 --guidance-rescale 0,0.5
     python -m training.sampling runs/dogs64-dg --data ../shared/dogs --out runs/tuned --discriminator-guidance 0,0.5,1,2
+    python -m training.sampling checkpoints/dogs64 --data ../shared/dogs --out runs/tuned --output-scale 0.85,0.9,0.95
 
 A learned prior stores how it is sampled: the classifier-free guidance scale, number of DDIM steps, guidance
-interval, DDIM eta, autoguidance weight, guidance rescale and discriminator guidance weight of a diffusion prior (the
-discriminator trained by ``python -m training.discriminator``), the residual scale of a two-stage prior.
+interval, DDIM eta, autoguidance weight, guidance rescale, discriminator guidance weight (the discriminator trained by
+``python -m training.discriminator``) and output scale of a diffusion prior, the residual scale of a two-stage prior.
 ``--guide-from`` first attaches another checkpoint's diffusion prior as the autoguidance guide (Karras et al. 2024:
 a weaker denoiser, smaller and/or trained for less time by ``python -m training.prior --kind diffusion --init-from`` the same
 checkpoint, whose errors the samples are pushed away from); its weights are then written with the checkpoint.
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="diffusion: guidance rescales to try (0: plain guidance, 1: the conditional prediction's spread)")
     p.add_argument("--discriminator-guidance", default=None, metavar="D1,D2,...",
                    help="diffusion: discriminator guidance weights to try (0: unused); needs a latent discriminator")
+    p.add_argument("--output-scale", default=None, metavar="S1,S2,...",
+                   help="diffusion: output scales of the sampled standardised latents to try (1: as sampled; below 1: "
+                        "towards their mean), in (0, 2]")
     p.add_argument("--residual-scales", default=None, metavar="R1,R2,...", help="two-stage: residual scales to try")
     p.add_argument("--fid-samples", type=int, default=1000, help="prior samples (and training photos) per FID")
     p.add_argument("--seed", type=int, default=0)
@@ -76,23 +80,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     autoguidances = _floats(args.autoguidance) if args.autoguidance else None
     rescales = _floats(args.guidance_rescale) if args.guidance_rescale else None
     discriminator_weights = _floats(args.discriminator_guidance) if args.discriminator_guidance else None
+    output_scales = _floats(args.output_scale) if args.output_scale else None
     scales = _floats(args.residual_scales) if args.residual_scales else None
     if (not all(g >= 0 for g in guidance or []) or any(s < 1 for s in steps or [])
             or not all(0 <= r <= 1 for r in (scales or []) + (max_ts or []) + (etas or []) + (rescales or []))
-            or not all(w >= 1 for w in autoguidances or []) or not all(d >= 0 for d in discriminator_weights or [])):
+            or not all(w >= 1 for w in autoguidances or []) or not all(d >= 0 for d in discriminator_weights or [])
+            or not all(0 < s <= 2 for s in output_scales or [])):
         p.error("guidance scales must not be negative, sampling steps must be positive, "
                 "residual scales, guidance intervals, etas and guidance rescales must lie in [0, 1], "
-                "autoguidance weights must be at least 1, discriminator guidance weights must not be negative")
-    diffusion = guidance or steps or max_ts or etas or autoguidances or rescales or discriminator_weights or args.guide_from
+                "autoguidance weights must be at least 1, discriminator guidance weights must not be negative, "
+                "output scales must lie in (0, 2]")
+    diffusion = (guidance or steps or max_ts or etas or autoguidances or rescales or discriminator_weights or output_scales
+                 or args.guide_from)
     if not (diffusion or scales):
         p.error("give the candidates: --guidance, --sampling-steps, --guidance-max-t, --eta, --autoguidance, "
-                "--guidance-rescale and/or --discriminator-guidance (diffusion), or --residual-scales (two-stage)")
+                "--guidance-rescale, --discriminator-guidance and/or --output-scale (diffusion), or --residual-scales (two-stage)")
     if scales and diffusion:
         p.error("--residual-scales is for a two-stage prior, --guidance, --sampling-steps, --guidance-max-t, --eta, "
-                "--guide-from, --autoguidance, --guidance-rescale and --discriminator-guidance for a diffusion prior")
+                "--guide-from, --autoguidance, --guidance-rescale, --discriminator-guidance and --output-scale for a diffusion prior")
     (args.guidance, args.sampling_steps, args.guidance_max_t, args.eta, args.autoguidance, args.guidance_rescale,
-     args.discriminator_guidance, args.residual_scales) = (guidance, steps, max_ts, etas, autoguidances, rescales,
-                                                           discriminator_weights, scales)
+     args.discriminator_guidance, args.output_scale, args.residual_scales) = (guidance, steps, max_ts, etas, autoguidances,
+                                                                              rescales, discriminator_weights, output_scales, scales)
     return args
 
 
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      args.cache_dir, args.guidance, args.sampling_steps, reference="training",
                      guidance_max_ts=args.guidance_max_t, etas=args.eta, autoguidances=args.autoguidance,
                      guide_from=args.guide_from, guidance_rescales=args.guidance_rescale,
-                     discriminator_guidances=args.discriminator_guidance)
+                     discriminator_guidances=args.discriminator_guidance, output_scales=args.output_scale)
     if args.guide_from:  # the written checkpoint carries the guide its rows were measured with
         checkpoint.attach_guide(model, args.guide_from)
     best = min(rows, key=lambda r: r["fid_prior_samples"])

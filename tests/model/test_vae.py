@@ -367,3 +367,25 @@ def test_discriminator_guidance_climbs_the_discriminators_logit() -> None:
     for weight in (-0.5, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="diffusion_discriminator_guidance"):
             _diffusion_model(diffusion_discriminator_guidance=weight)
+
+
+def test_output_scale_pulls_samples_towards_the_latents_mean() -> None:
+    from model import latent_ops
+
+    model = _diffusion_model().eval()
+    prior = model.latent_prior
+    with torch.no_grad():
+        prior.conv_out[-1].weight.normal_(0, 0.1)
+        prior.z_mean.normal_()
+        prior.z_scale.uniform_(0.5, 2.0)
+    noise, weights = torch.randn(3, 4 * 16), torch.eye(4)[:3]
+    with torch.no_grad():
+        plain = prior(noise, weights, steps=4, guidance=2.0, eta=1.0)
+        halved = prior(noise, weights, steps=4, guidance=2.0, eta=1.0, output_scale=0.5)
+    assert torch.allclose(halved - prior.z_mean, (plain - prior.z_mean) / 2, atol=1e-5)
+    model.cfg.diffusion_sampling_steps, model.cfg.diffusion_guidance, model.cfg.diffusion_eta = 4, 2.0, 1.0
+    model.cfg.diffusion_output_scale = 0.5
+    assert torch.allclose(latent_ops.prior_latents(model, weights, noise), halved)
+    for scale in (0.0, -1.0, 2.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="diffusion_output_scale"):
+            _diffusion_model(diffusion_output_scale=scale)

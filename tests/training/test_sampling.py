@@ -36,7 +36,7 @@ def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(tiny
         best["guidance"], best["sampling_steps"], best["guidance_max_t"], best["eta"])
     assert selection["before"] == {"diffusion_guidance": 2.0, "diffusion_sampling_steps": 4, "diffusion_guidance_max_t": 1.0,
                                    "diffusion_eta": 0.0, "diffusion_autoguidance": 1.0, "diffusion_guidance_rescale": 0.0,
-                                   "diffusion_discriminator_guidance": 0.0}
+                                   "diffusion_discriminator_guidance": 0.0, "diffusion_output_scale": 1.0}
     assert card["weights_sha256"] == source_card["weights_sha256"]  # only the setting changed
     assert "evaluation" in source_card and "evaluation" not in card  # measured at the old setting
     assert card["sampling_selection"]["chosen"] == selection["chosen"]
@@ -62,6 +62,16 @@ def test_a_guidance_rescale_is_chosen_and_stored(tiny_diffusion_checkpoint: Path
     assert math.isclose(again[0]["fid_prior_samples"], best["fid_prior_samples"], rel_tol=1e-6)
 
 
+def test_an_output_scale_is_chosen_and_stored(tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path,
+                                             tmp_path: Path) -> None:
+    out = tmp_path / "scaled"
+    rows = _run(tiny_diffusion_checkpoint, folders_data, out, cache_dir, "--output-scale", "0.5,1")["rows"]
+    assert [r["output_scale"] for r in rows] == [0.5, 1.0]
+    assert rows[0]["fid_prior_samples"] != rows[1]["fid_prior_samples"]
+    best = min(rows, key=lambda r: r["fid_prior_samples"])
+    assert checkpoint.load(out)[0].cfg.diffusion_output_scale == best["output_scale"]
+
+
 def test_a_two_stage_prior_gets_its_residual_scale(tiny_two_stage_checkpoint: Path, folders_data: Path, cache_dir: Path,
                                                    tmp_path: Path) -> None:
     selection = _run(tiny_two_stage_checkpoint, folders_data, tmp_path / "tuned", cache_dir, "--residual-scales", "0,1")
@@ -85,6 +95,8 @@ def test_a_two_stage_prior_gets_its_residual_scale(tiny_two_stage_checkpoint: Pa
     (("--eta", "one"), "comma-separated numbers"),
     (("--guidance-rescale", "1.5"), "must lie in [0, 1]"),
     (("--residual-scales", "0.5", "--guidance-rescale", "0.5"), "two-stage prior"),
+    (("--output-scale", "0"), "must lie in (0, 2]"),
+    (("--output-scale", "2.5"), "must lie in (0, 2]"),
 ])
 def test_bad_candidates_are_refused(candidates: tuple[str, ...], message: str, tiny_diffusion_checkpoint: Path,
                                     folders_data: Path, cache_dir: Path, tmp_path: Path,

@@ -32,6 +32,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         guidance=cfg.diffusion_guidance if diffusion else None,
         guidance_max_t=cfg.diffusion_guidance_max_t if diffusion else None,
         guidance_rescale=cfg.diffusion_guidance_rescale if diffusion else None,
+        output_scale=cfg.diffusion_output_scale if diffusion else None,
         eta=cfg.diffusion_eta if diffusion else None,
         autoguidance=cfg.diffusion_autoguidance if service.model.guide_prior is not None else None,
         discriminator_guidance=(cfg.diffusion_discriminator_guidance
