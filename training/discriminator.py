@@ -15,9 +15,9 @@ The step whose cross-entropy on a slice of both sets it did not train on (``--st
 copy's weights are the source's plus the discriminator's; its guidance weight is 0 (unused), so it samples exactly as
 the source until ``python -m training.sampling --discriminator-guidance`` chooses a weight by FID against training
 photos. Writes ``discriminator-metrics.jsonl`` (one line per ``--log-every`` steps: training and early-stopping
-cross-entropy, and the early-stopping accuracy, real and sampled latents weighed equally, in four bands of diffusion time: how far apart the sampler's latents and
-the real ones are at each noise level). One process; about 15 minutes on 2 CPU cores with the defaults (most of it
-sampling the fakes); on a GPU when there is one (``--device``).
+cross-entropy, and the early-stopping accuracy, real and sampled latents weighed equally, in four bands of diffusion
+time: how far apart the sampler's latents and the real ones are at each noise level). One process; about 25 minutes
+on 2 CPU cores with the defaults (5 of them sampling the fakes); on a GPU when there is one (``--device``).
 """
 
 from __future__ import annotations
