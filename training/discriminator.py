@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import checkpoint, latent_ops
+from model import checkpoint
 from model.vae import BreedVAE, LatentDiffusion, LatentDiscriminator
 from training.data import balanced_indices
+from training.evaluate import balanced_latents
 from training.prior import split_latents
 from training.train import git_commit, lr_at, resolve_device
 
@@ -79,19 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@torch.no_grad()
-def sampled_latents(model: BreedVAE, n: int, seed: int, batch: int = 256, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` latents from the model's prior at its stored sampling settings, balanced over the breeds, and their breeds."""
-    breeds = torch.arange(n) % model.cfg.n_breeds
-    generator = torch.Generator().manual_seed(seed)
-    latents = []
-    for i in tqdm(range(0, n, batch), desc="sampling latents", disable=not progress):
-        w = latent_ops.one_hot(model, breeds[i : i + batch])
-        eps = torch.randn(len(w), latent_ops.noise_dim(model), generator=generator)
-        latents.append(latent_ops.prior_latents(model, w, eps).cpu())
-    return torch.cat(latents), breeds
-
-
 def noised_batch(prior: LatentDiffusion, x: torch.Tensor, t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardised latents -> (the same at random, or given, diffusion times, those times)."""
     t = torch.rand(len(x), device=x.device) if t is None else t
@@ -114,7 +102,7 @@ def main(argv: list[str] | None = None) -> Path:
     torch.manual_seed(args.seed)
     with torch.no_grad():
         real_z, real_y, _, _, mirrored_z = split_latents(model, card, args.data, args.cache_dir, device, mirrored=not args.no_flip)
-    fake_z, fake_y = sampled_latents(model, args.fake_latents, seed=args.seed + 1, progress=not args.no_progress)
+    fake_z, fake_y = balanced_latents(model, args.fake_latents, seed=args.seed + 1, batch=256, progress=not args.no_progress)
 
     generator = torch.Generator().manual_seed(args.seed)
     real_order, fake_order = torch.randperm(len(real_z), generator=generator), torch.randperm(len(fake_z), generator=generator)

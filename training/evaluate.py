@@ -95,14 +95,22 @@ def identification_metrics(model: BreedVAE, pixels: np.ndarray, labels: torch.Te
     }, confusion
 
 
-def balanced_samples(model: BreedVAE, n: int, seed: int, batch: int = 100, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def balanced_latents(model: BreedVAE, n: int, seed: int, batch: int = 100, temperature: float = 1.0,
+                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` prior latents, the breeds taken in turn, and their breeds; the noise is drawn batch by batch from ``seed``."""
     breeds = torch.arange(n) % model.cfg.n_breeds
     generator = torch.Generator().manual_seed(seed)
-    images = []
-    for i in range(0, n, batch):
+    latents = []
+    for i in tqdm(range(0, n, batch), desc="sampling latents", disable=not progress):
         w = latent_ops.one_hot(model, breeds[i : i + batch])
         eps = torch.randn(len(w), latent_ops.noise_dim(model), generator=generator)
-        images.append(latent_ops.decode(model, latent_ops.prior_latents(model, w, eps, temperature), w))
+        latents.append(latent_ops.prior_latents(model, w, eps, temperature).cpu())
+    return torch.cat(latents), breeds
+
+
+def balanced_samples(model: BreedVAE, n: int, seed: int, batch: int = 100, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    z, breeds = balanced_latents(model, n, seed, batch, temperature)
+    images = [latent_ops.decode(model, z[i : i + batch], latent_ops.one_hot(model, breeds[i : i + batch])) for i in range(0, n, batch)]
     return torch.cat(images), breeds
 
 
