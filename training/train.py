@@ -17,6 +17,11 @@ a learned prior keeps it, and the discriminator judges decodes of ``--prior-bank
 
     python -m training --data ../shared/dogs --out runs/dogs64-adv --init-from runs/dogs64 --adversarial --epochs 6 --lr 2e-4
 
+More epochs for the decoder alone (the same loss as stage 1; encoder, breed head and latent priors stay fixed, so the
+latents, the checkpoint's prior and its guide stay valid; one process):
+
+    python -m training --data ../shared/dogs --out runs/dogs64-dec --init-from checkpoints/dogs64 --decoder-only --epochs 3 --lr 1e-4
+
 The latent prior that the default checkpoint samples from (a diffusion model on the latents) is fitted
 afterwards by its own command (``training/prior.py``):
 
@@ -101,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adversarial", action="store_true",
                    help="adversarial stage: fine-tune the decoder of --init-from against a projection discriminator "
                         "(encoder, breed head and ex-post prior frozen)")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="fine-tune only the decoder (with the breed embeddings and pixel scale) of --init-from on stage 1's "
+                        "loss; the encoder, breed head and latent priors stay fixed, so its latents and prior stay valid")
     p.add_argument("--adversarial-weight", type=float, default=0.5,
                    help="adversarial gradient norm relative to the reconstruction's at the decoder's last layer")
     p.add_argument("--discriminator-lr", type=float, default=2e-4)
@@ -134,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [f"--{name.replace('_', '-')}" for name in non_negative if not getattr(args, name) >= 0]  # also catches NaN
     if bad:
         p.error(f"{', '.join(bad)}: must be a number that is not negative")
+    if args.decoder_only and args.adversarial:
+        p.error("--decoder-only and --adversarial are two different fine-tunings of the decoder: give one")
     if not 0 < args.validation_fraction < 1:
         p.error("--validation-fraction must lie strictly between 0 and 1")
     if args.max_per_breed is not None and args.max_per_breed < 2:
@@ -418,7 +428,7 @@ def main(argv: list[str] | None = None) -> Path:
     source = None
     if args.init_from and not args.resume:
         source, source_card = checkpoint.load(args.init_from)
-        if args.adversarial:  # the decoder of that checkpoint, whatever its latent prior (kept as it is)
+        if args.adversarial or args.decoder_only:  # the decoder of that checkpoint, whatever its latent prior (kept as it is)
             cfg = source.cfg
         if source.cfg.to_dict() | {"beta": 0, "breed_weight": 0, "generated_breed_weight": 0} != cfg.to_dict() | {
             "beta": 0, "breed_weight": 0, "generated_breed_weight": 0
@@ -427,6 +437,12 @@ def main(argv: list[str] | None = None) -> Path:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     model = BreedVAE(cfg).to(ddp.device)
+    if args.decoder_only:
+        if not args.init_from or ddp.enabled or args.resume:
+            raise SystemExit("--decoder-only fine-tunes a trained checkpoint in one process: give --init-from, not torchrun or --resume")
+        for module in (model.encoder, model.breed_head, model.latent_prior, model.guide_prior, model.latent_discriminator):
+            if module is not None:
+                module.requires_grad_(False)
     opt = make_optimizer(model, args.lr, args.weight_decay)
     start_epoch, history = 0, []
     if source is not None:
@@ -457,8 +473,10 @@ def main(argv: list[str] | None = None) -> Path:
     if args.init_from:  # how the starting weights were made, so the lineage stays reproducible
         source_card = checkpoint.read_card(args.init_from)
         card_base["init_from_card"] = {k: source_card.get(k) for k in ("training", "git_commit", "init_from_card")}
-        if args.adversarial and "latent_prior_training" in source_card:  # the prior is kept, so is how it was made
-            card_base["latent_prior_training"] = source_card["latent_prior_training"]
+        if (args.adversarial or args.decoder_only) and "latent_prior_training" in source_card:
+            # the prior is kept, so is how it was made and the sampling setting chosen for it
+            card_base |= {k: source_card[k] for k in ("latent_prior_training", "sampling_selection", "earlier_sampling_selections")
+                          if k in source_card}
     for epoch in range(start_epoch, args.epochs):
         started = time.time()
         generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
@@ -470,6 +488,9 @@ def main(argv: list[str] | None = None) -> Path:
             train_metrics = adversarial.epoch(bar, order, epoch * steps_per_epoch, total_steps)
         else:
             sums = torch.zeros(6)
+            if args.decoder_only:  # frozen: no dropout or statistics drift in the parts that define z and the breed
+                model.encoder.eval()
+                model.breed_head.eval()
             for i in bar:
                 step = epoch * steps_per_epoch + i
                 for group in opt.param_groups:
@@ -501,7 +522,7 @@ def main(argv: list[str] | None = None) -> Path:
             }
         if ddp.main:
             model.eval()
-            if adversarial is None:  # the adversarial stage keeps the encoder, hence z and its prior, fixed
+            if adversarial is None and not args.decoder_only:  # those keep the encoder, hence z and its prior, fixed
                 model.fit_latent_prior(posterior_means(model, train.pixels, ddp.device), train_labels)
             metrics = {
                 "epoch": epoch + 1,
@@ -519,7 +540,7 @@ def main(argv: list[str] | None = None) -> Path:
             if args.keep_epoch_checkpoints:
                 checkpoint.save(model, {**card_base, "training_metrics": history[-1], "history": history},
                                 out / "epochs" / f"{epoch + 1:03d}")
-            if adversarial is None:
+            if adversarial is None and not args.decoder_only:
                 save_resume_state(out, model, opt, {"epoch": epoch + 1, "history": history,
                                                     "config": cfg.to_dict(), "breeds": breeds})
             print(

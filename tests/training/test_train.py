@@ -143,6 +143,38 @@ def test_adversarial_stage_needs_a_trained_checkpoint(tmp_path: Path, folders_da
         train([*_args(folders_data, tmp_path / "x", cache_dir, 1), "--adversarial"])
 
 
+def test_decoder_only_keeps_the_latents_and_the_prior(tmp_path: Path, tiny_diffusion_checkpoint: Path, folders_data: Path,
+                                                     cache_dir: Path) -> None:
+    out = tmp_path / "decoder"
+    train([*_args(folders_data, out, cache_dir, 1), "--init-from", str(tiny_diffusion_checkpoint), "--decoder-only"])
+    tuned, card = checkpoint.load(out)
+    source, source_card = checkpoint.load(tiny_diffusion_checkpoint)
+    assert tuned.cfg == source.cfg
+    tuned_state, source_state = tuned.state_dict(), source.state_dict()
+    frozen = [k for k in source_state if k.startswith(("encoder.", "breed_head.", "prior_", "pooled_", "latent_prior."))]
+    assert frozen and all(torch.equal(tuned_state[k], source_state[k]) for k in frozen)
+    assert not torch.equal(tuned_state["decoder.head.1.weight"], source_state["decoder.head.1.weight"])
+    assert card["latent_prior_training"] == source_card["latent_prior_training"]
+    assert "evaluation" not in card  # the old decoder's numbers do not describe this one
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(logged["train_pixel_nll"]) and math.isfinite(logged["val_psnr"])
+    assert not (out / "resume.json").exists()
+
+
+def test_decoder_only_needs_a_trained_checkpoint(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="--init-from"):
+        train([*_args(folders_data, tmp_path / "x", cache_dir, 1), "--decoder-only"])
+    assert not (tmp_path / "x" / checkpoint.WEIGHTS_FILE).exists()
+
+
+def test_decoder_only_and_adversarial_are_refused_together(tmp_path: Path, tiny_checkpoint: Path, folders_data: Path,
+                                                          cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train([*_args(folders_data, tmp_path / "x", cache_dir, 1), "--init-from", str(tiny_checkpoint), "--decoder-only",
+               "--adversarial"])
+    assert "two different fine-tunings of the decoder" in capsys.readouterr().err
+
+
 def test_plain_baseline_samples_from_the_standard_normal(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
     out = tmp_path / "plain"
     train([*_args(folders_data, out, cache_dir, 1), "--plain"])
