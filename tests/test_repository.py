@@ -34,7 +34,7 @@ def test_committed_default_checkpoint_loads_and_was_evaluated() -> None:
 
 def test_the_default_traces_photos_of_known_mixes_back_to_their_largest_component() -> None:
     """Issue 4 on the real model: one generated photo per breed from a 70/30 mix (the 30 % on the breed 14 places on),
-    asked of the ancestry as a photo. Not every mix comes back (21 of 28 when measured, README), so the test asks for
+    asked of the ancestry as a photo. Not every mix comes back (23 of 28 when last measured, README), so the test asks for
     what the product promises: the main breed named first for at least half of them, where chance is 1 in 28."""
     from training.evaluate import ancestry_recovery
 
