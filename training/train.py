@@ -18,9 +18,9 @@ a learned prior keeps it, and the discriminator judges decodes of ``--prior-bank
     python -m training --data ../shared/dogs --out runs/dogs64-adv --init-from runs/dogs64 --adversarial --epochs 6 --lr 2e-4
 
 More epochs for the decoder alone (the same loss as stage 1; encoder, breed head and latent priors stay fixed, so the
-latents, the checkpoint's prior and its guide stay valid; one process):
+latents, the checkpoint's prior and its guide stay valid; one process), the default checkpoint's last step:
 
-    python -m training --data ../shared/dogs --out runs/dogs64-dec --init-from checkpoints/dogs64 --decoder-only --epochs 3 --lr 1e-4
+    python -m training --data ../shared/dogs --out runs/dogs64-dec8 --init-from runs/dogs64-os --decoder-only --epochs 8 --lr 3e-4
 
 The latent prior that the default checkpoint samples from (a diffusion model on the latents) is fitted
 afterwards by its own command (``training/prior.py``):
@@ -425,10 +425,11 @@ def main(argv: list[str] | None = None) -> Path:
         generated_breed_weight=0.0 if args.plain else args.generated_breed_weight,
         **(dict(breed_embed_dim=0, learned_pixel_scale=False, latent_prior="standard") if args.plain else {}),
     )
+    keeps_latents = args.adversarial or args.decoder_only  # decoder-only stages: z, its prior and the ex-post Gaussians stay
     source = None
     if args.init_from and not args.resume:
         source, source_card = checkpoint.load(args.init_from)
-        if args.adversarial or args.decoder_only:  # the decoder of that checkpoint, whatever its latent prior (kept as it is)
+        if keeps_latents:  # the decoder of that checkpoint, whatever its latent prior (kept as it is)
             cfg = source.cfg
         if source.cfg.to_dict() | {"beta": 0, "breed_weight": 0, "generated_breed_weight": 0} != cfg.to_dict() | {
             "beta": 0, "breed_weight": 0, "generated_breed_weight": 0
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.init_from:  # how the starting weights were made, so the lineage stays reproducible
         source_card = checkpoint.read_card(args.init_from)
         card_base["init_from_card"] = {k: source_card.get(k) for k in ("training", "git_commit", "init_from_card")}
-        if (args.adversarial or args.decoder_only) and "latent_prior_training" in source_card:
+        if keeps_latents and "latent_prior_training" in source_card:
             # the prior is kept, so is how it was made and the sampling setting chosen for it
             card_base |= {k: source_card[k] for k in ("latent_prior_training", "sampling_selection", "earlier_sampling_selections")
                           if k in source_card}
@@ -522,7 +523,7 @@ def main(argv: list[str] | None = None) -> Path:
             }
         if ddp.main:
             model.eval()
-            if adversarial is None and not args.decoder_only:  # those keep the encoder, hence z and its prior, fixed
+            if not keeps_latents:
                 model.fit_latent_prior(posterior_means(model, train.pixels, ddp.device), train_labels)
             metrics = {
                 "epoch": epoch + 1,
@@ -540,7 +541,7 @@ def main(argv: list[str] | None = None) -> Path:
             if args.keep_epoch_checkpoints:
                 checkpoint.save(model, {**card_base, "training_metrics": history[-1], "history": history},
                                 out / "epochs" / f"{epoch + 1:03d}")
-            if adversarial is None and not args.decoder_only:
+            if not keeps_latents:  # those stages are one-process fine-tunes without --resume
                 save_resume_state(out, model, opt, {"epoch": epoch + 1, "history": history,
                                                     "config": cfg.to_dict(), "breeds": breeds})
             print(
