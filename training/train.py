@@ -54,7 +54,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(encoder, breed head and ex-post prior frozen)")
     p.add_argument("--decoder-only", action="store_true",
                    help="fine-tune only the decoder (with the breed embeddings and pixel scale) of --init-from on stage 1's "
-                        "loss; the encoder, breed head and latent priors stay fixed, so its latents and prior stay valid")
+                        "loss (its weights: --generated-breed-weight); the encoder, breed head and latent priors stay fixed, "
+                        "so its latents and prior stay valid")
     p.add_argument("--adversarial-weight", type=float, default=0.5,
                    help="adversarial gradient norm relative to the reconstruction's at the decoder's last layer")
     p.add_argument("--discriminator-lr", type=float, default=2e-4)
@@ -430,7 +431,8 @@ def main(argv: list[str] | None = None) -> Path:
     if args.init_from and not args.resume:
         source, source_card = checkpoint.load(args.init_from)
         if keeps_latents:  # the decoder of that checkpoint, whatever its latent prior (kept as it is)
-            cfg = source.cfg
+            # --decoder-only trains on stage 1's loss, so its weights come from the command line as for any --init-from
+            cfg = replace(source.cfg, beta=args.beta, generated_breed_weight=args.generated_breed_weight) if args.decoder_only else source.cfg
         if source.cfg.to_dict() | {"beta": 0, "breed_weight": 0, "generated_breed_weight": 0} != cfg.to_dict() | {
             "beta": 0, "breed_weight": 0, "generated_breed_weight": 0
         } or [b["name"] for b in source_card["breeds"]] != breeds:

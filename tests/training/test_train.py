@@ -161,6 +161,17 @@ def test_decoder_only_keeps_the_latents_and_the_prior(tmp_path: Path, tiny_diffu
     assert not (out / "resume.json").exists()
 
 
+def test_decoder_only_takes_its_loss_weights_from_the_command_line(tmp_path: Path, tiny_diffusion_checkpoint: Path,
+                                                                  folders_data: Path, cache_dir: Path) -> None:
+    out = tmp_path / "decoder"
+    train([*_args(folders_data, out, cache_dir, 1), "--init-from", str(tiny_diffusion_checkpoint), "--decoder-only",
+           "--generated-breed-weight", "0"])
+    tuned, _ = checkpoint.load(out)
+    source, _ = checkpoint.load(tiny_diffusion_checkpoint)
+    assert source.cfg.generated_breed_weight > 0 and tuned.cfg.generated_breed_weight == 0
+    assert tuned.cfg.to_dict() | {"generated_breed_weight": 0} == source.cfg.to_dict() | {"generated_breed_weight": 0}
+
+
 def test_decoder_only_needs_a_trained_checkpoint(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
     with pytest.raises(SystemExit, match="--init-from"):
         train([*_args(folders_data, tmp_path / "x", cache_dir, 1), "--decoder-only"])
