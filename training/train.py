@@ -283,6 +283,20 @@ def write_figures(model: BreedVAE, breeds: list[str], val_pixels: np.ndarray, ou
     model.train()
 
 
+def freeze_all_but_decoder(model: BreedVAE) -> None:
+    """Freeze what defines z and the breed (encoder, breed head) and what was fitted to z (latent priors, guide,
+    discriminator), for the stages that train the decoder alone: the checkpoint's latents and prior stay valid."""
+    for module in (model.encoder, model.breed_head, model.latent_prior, model.guide_prior, model.latent_discriminator):
+        if module is not None:
+            module.requires_grad_(False)
+
+
+def frozen_parts_to_eval(model: BreedVAE) -> None:
+    """No dropout or statistics drift in the frozen parts that define z and the breed."""
+    model.encoder.eval()
+    model.breed_head.eval()
+
+
 class AdversarialStage:
     """Decoder fine-tuning against a projection discriminator (see ``BreedVAE.adversarial_loss``).
 
@@ -297,9 +311,7 @@ class AdversarialStage:
     def __init__(self, model: BreedVAE, pixels: np.ndarray, labels: torch.Tensor, args: argparse.Namespace,
                  device: torch.device) -> None:
         self.model, self.pixels, self.labels, self.args, self.device = model, pixels, labels, args, device
-        for module in (model.encoder, model.breed_head, model.latent_prior):
-            if module is not None:
-                module.requires_grad_(False)
+        freeze_all_but_decoder(model)
         model.log_pixel_scale.requires_grad_(False)
         self.prior_bank = self.draw_prior_bank(model, args.prior_bank, args.seed, not args.no_progress) if model.latent_prior else None
         self.bank_gen = torch.Generator().manual_seed(args.seed * 7919 + 2)
@@ -339,8 +351,7 @@ class AdversarialStage:
     def epoch(self, bar: Any, order: torch.Tensor, first_step: int, total_steps: int) -> dict[str, float]:
         model, disc, args = self.model, self.discriminator, self.args
         model.train()
-        model.encoder.eval()  # frozen: no dropout/statistics drift in the parts that define z
-        model.breed_head.eval()
+        frozen_parts_to_eval(model)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for i in bar:
@@ -443,9 +454,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.decoder_only:
         if not args.init_from or ddp.enabled or args.resume:
             raise SystemExit("--decoder-only fine-tunes a trained checkpoint in one process: give --init-from, not torchrun or --resume")
-        for module in (model.encoder, model.breed_head, model.latent_prior, model.guide_prior, model.latent_discriminator):
-            if module is not None:
-                module.requires_grad_(False)
+        freeze_all_but_decoder(model)
     opt = make_optimizer(model, args.lr, args.weight_decay)
     start_epoch, history = 0, []
     if source is not None:
@@ -491,9 +500,8 @@ def main(argv: list[str] | None = None) -> Path:
             train_metrics = adversarial.epoch(bar, order, epoch * steps_per_epoch, total_steps)
         else:
             sums = torch.zeros(6)
-            if args.decoder_only:  # frozen: no dropout or statistics drift in the parts that define z and the breed
-                model.encoder.eval()
-                model.breed_head.eval()
+            if args.decoder_only:
+                frozen_parts_to_eval(model)
             for i in bar:
                 step = epoch * steps_per_epoch + i
                 for group in opt.param_groups:
