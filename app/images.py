@@ -41,7 +41,9 @@ def decode_photo(data: bytes, max_pixels: int, size: int) -> torch.Tensor:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         if isinstance(err, UnidentifiedImageError):
-            raise HTTPException(415, detail="the upload is not an image Pillow can read; send a JPEG, PNG or WebP photo") from err
+            raise HTTPException(
+                415, detail="the upload is not an image Pillow can read; send a JPEG, PNG or WebP photo"
+            ) from err
         raise HTTPException(413, detail=f"the image has too many pixels: {err}") from err
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
         raise HTTPException(400, detail=f"the image is truncated or corrupt ({err}); send the complete file") from err
@@ -53,19 +55,24 @@ def decode_photo(data: bytes, max_pixels: int, size: int) -> torch.Tensor:
     return from_pil(Image.fromarray(array)).unsqueeze(0)
 
 
-def png_response(images: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None,
-                 columns: int | None = None) -> Response:
+def png_response(
+    images: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None, columns: int | None = None
+) -> Response:
     """A PNG of one image, or of a grid (square-ish unless ``columns`` is given)."""
     if columns is None:
         columns = max(1, int(round(images.shape[0] ** 0.5)))
         if images.shape[0] > columns * columns:
             columns += 1
-    return Response(png_bytes(grid(images, columns, padding=2 if images.shape[0] > 1 else 0, scale=scale)),
-                    media_type="image/png", headers=headers)
+    return Response(
+        png_bytes(grid(images, columns, padding=2 if images.shape[0] > 1 else 0, scale=scale)),
+        media_type="image/png",
+        headers=headers,
+    )
 
 
-def gif_response(frames: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None,
-                 frame_ms: int = 120) -> Response:
+def gif_response(
+    frames: torch.Tensor, scale: int = 1, headers: dict[str, str] | None = None, frame_ms: int = 120
+) -> Response:
     """An endlessly looping animated GIF that plays forward then back."""
     images = [grid(frame[None], 1, padding=0, scale=scale) for frame in frames]
     images = images + images[-2:0:-1]

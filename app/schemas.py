@@ -36,7 +36,7 @@ class Encoding(BaseModel):
 
 def check_weights(weights: dict[str, float]) -> dict[str, float]:
     if not weights:
-        raise ValueError("give at least one breed with a weight, e.g. {\"beagle\": 1}")
+        raise ValueError('give at least one breed with a weight, e.g. {"beagle": 1}')
     for name, w in weights.items():
         if not math.isfinite(w):
             raise ValueError(f"the weight of {name!r} is not a finite number")
@@ -49,7 +49,9 @@ def check_weights(weights: dict[str, float]) -> dict[str, float]:
 
 class MixRequest(BaseModel):
     # strict: JSON true/false or "3" are not numbers here (lax mode would read them as 1/0/3)
-    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4}]})
+    model_config = ConfigDict(
+        strict=True, json_schema_extra={"examples": [{"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4}]}
+    )
 
     breeds: dict[str, float] = Field(description="breed name -> weight (>= 0, normalised to sum to 1)")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed = same pose noise for any mix")
@@ -61,8 +63,11 @@ class MixRequest(BaseModel):
 
 
 class DecodeRequest(BaseModel):
-    # The example is one latent of the default checkpoint's size (8 channels at 8x8); tests/app/test_openapi_examples.py runs it.
-    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 512], "breeds": {"golden_retriever": 1}}]})
+    # The example is one latent of the default checkpoint's size (8 channels at 8x8);
+    # tests/app/test_openapi_examples.py runs it.
+    model_config = ConfigDict(
+        strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 512], "breeds": {"golden_retriever": 1}}]}
+    )
 
     latents: list[list[float]] = Field(min_length=1, description="latent vectors z, each of the model's latent size")
     breeds: dict[str, float] | None = Field(
@@ -112,20 +117,26 @@ class Info(BaseModel):
     breeds: list[BreedInfo]
     resolution: int
     latent_dim: int
-    latent_prior: str = Field(description="how samples and mixes draw z: diffusion, two_stage, ex_post or standard (see model/vae.py)")
-    sampling_steps: int | None = Field(description="DDIM steps per sample of a diffusion prior (VAE_DOGS_SAMPLING_STEPS)")
+    latent_prior: str = Field(description="what samples and mixes draw z from: diffusion or gaussian (model/prior.py)")
+    sampling_steps: int | None = Field(
+        description="DDIM steps per sample of a diffusion prior (VAE_DOGS_SAMPLING_STEPS)"
+    )
     guidance: float | None = Field(description="classifier-free guidance scale of a diffusion prior (1: none)")
-    guidance_max_t: float | None = Field(description="a diffusion prior guides only the steps at times t <= this (1: every step)")
-    guidance_rescale: float | None = Field(description="share by which a diffusion prior's guided prediction is scaled back "
-                                           "to the conditional prediction's spread (0: plain guidance)")
-    output_scale: float | None = Field(description="a diffusion prior's sampled standardised latents are multiplied by this "
-                                       "(1: as sampled; below 1: towards their mean)")
-    eta: float | None = Field(description="fresh noise per DDIM step of a diffusion prior (0: deterministic DDIM, 1: as much as DDPM)")
-    autoguidance: float | None = Field(description="weight of a diffusion prior's autoguidance guide, a smaller denoiser whose "
-                                       "errors samples are pushed away from (1: unused; null: no guide)")
-    discriminator_guidance: float | None = Field(description="weight of a diffusion prior's discriminator guidance, the gradient of "
-                                                 "a classifier of real against sampled latents added at every step "
-                                                 "(0: unused; null: no discriminator)")
+    guidance_rescale: float | None = Field(
+        description="share by which a diffusion prior's guided prediction is scaled back to the conditional "
+        "prediction's spread (0: plain guidance)"
+    )
+    output_scale: float | None = Field(
+        description="a diffusion prior's sampled standardised latents are multiplied by this (1: as sampled; "
+        "below 1: towards their mean)"
+    )
+    eta: float | None = Field(
+        description="fresh noise per DDIM step of a diffusion prior (0: deterministic DDIM, 1: as much as DDPM)"
+    )
+    autoguidance: float | None = Field(
+        description="weight of a diffusion prior's autoguidance guide, a weaker denoiser whose errors samples are "
+        "pushed away from (1: unused; null: no guide; VAE_DOGS_AUTOGUIDANCE)"
+    )
     device: str
     checkpoint: str
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")
@@ -140,11 +151,18 @@ class BreedWeight(BaseModel):
 
 
 class AncestryFit(BaseModel):
-    score: float = Field(ge=0, le=1, description="how typical the photo is for a dog of this mix: the chance that a "
-                         "dog drawn from the mix lies at least as far from the mix's centre in latent space "
-                         "(about 0.5 for a typical dog of the mix, near 0 when the mix does not explain the photo)")
-    mahalanobis: float = Field(ge=0, description="the photo's latent's distance from the mix's centre, in units of "
-                               "the mix's spread, per sqrt(latent dimension): about 1 for a typical dog of the mix")
+    score: float = Field(
+        ge=0,
+        le=1,
+        description="how typical the photo is for a dog of this mix: the chance that a "
+        "dog drawn from the mix lies at least as far from the mix's centre in latent space "
+        "(about 0.5 for a typical dog of the mix, near 0 when the mix does not explain the photo)",
+    )
+    mahalanobis: float = Field(
+        ge=0,
+        description="the photo's latent's distance from the mix's centre, in units of "
+        "the mix's spread, per sqrt(latent dimension): about 1 for a typical dog of the mix",
+    )
     log_density_mix: float = Field(description="log density of the photo's latent under the mix's prior")
     log_density_best_breed: float = Field(description="... and under the most likely single breed's prior")
 
@@ -173,16 +191,27 @@ class MorphEnd(BaseModel):
         return latent
 
     @model_validator(mode="after")
-    def _one_of(self) -> "MorphEnd":
+    def _one_of(self) -> MorphEnd:
         if (self.breeds is None) == (self.latent is None):
             raise ValueError("give either 'breeds' or 'latent' for each end of the morph")
         return self
 
 
 class MorphRequest(BaseModel):
-    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{
-        "start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 0.5, "dingo": 0.5}},
-        "steps": 8, "seed": 3, "format": "png"}]})
+    model_config = ConfigDict(
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "start": {"breeds": {"beagle": 1}},
+                    "end": {"breeds": {"samoyed": 0.5, "dingo": 0.5}},
+                    "steps": 8,
+                    "seed": 3,
+                    "format": "png",
+                }
+            ]
+        },
+    )
 
     start: MorphEnd
     end: MorphEnd

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     p = argparse.ArgumentParser(prog="python -m bench.ancestry", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
-    p.add_argument("--shares", default="1,0.85,0.7", help="comma-separated shares of the largest component, in (0.5, 1]")
+    p.add_argument(
+        "--shares", default="1,0.85,0.7", help="comma-separated shares of the largest component, in (0.5, 1]"
+    )
     p.add_argument("--max-breeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seed": args.seed, "rows": rows}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"checkpoint": str(args.checkpoint), "seed": args.seed, "rows": rows}, indent=2) + "\n"
+        )
     return rows
 
 

@@ -1,6 +1,6 @@
 """The challenge's answers and the README's generated pictures, from a running service.
 
-    .venv/bin/python -m bench.challenge                     # prints JSON; writes docs/sample.png, docs/caramelo-ancestry-mix.png
+    .venv/bin/python -m bench.challenge   # prints JSON; writes docs/sample.png, docs/caramelo-ancestry-mix.png
 
 Starts uvicorn on the checkpoint (``bench/server.py``), asks ``/identify`` and ``/ancestry`` about the
 challenge's two photos in ``../shared/questions`` (the photos are only uploaded, never written anywhere),
@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sample.raise_for_status()
         (args.docs / "sample.png").write_bytes(sample.content)
         caramelo = photos["caramelo"]
-        mix = client.post("/ancestry?max_breeds=3&image=true&scale=4",
-                          files={"file": (caramelo.name, caramelo.read_bytes(), "image/png")})
+        mix = client.post(
+            "/ancestry?max_breeds=3&image=true&scale=4",
+            files={"file": (caramelo.name, caramelo.read_bytes(), "image/png")},
+        )
         mix.raise_for_status()
         (args.docs / "caramelo-ancestry-mix.png").write_bytes(mix.content)
     print(json.dumps(answers, indent=1))

@@ -74,7 +74,9 @@ def main() -> None:
     with running_server(args.checkpoint) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         over_http = measure(client, args.requests)
 
-    print(f"checkpoint {args.checkpoint}, {args.requests} sequential requests per endpoint, {os.cpu_count()} CPU cores\n")
+    print(
+        f"checkpoint {args.checkpoint}, {args.requests} sequential requests per endpoint, {os.cpu_count()} CPU cores\n"
+    )
     print("| endpoint | in-process p50 | in-process p99 | HTTP p50 | HTTP p99 |")
     print("|---|---|---|---|---|")
     for name in in_process:

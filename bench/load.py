@@ -45,8 +45,16 @@ def rss_mib(pid: int) -> float:
     return total
 
 
-async def client_loop(client: httpx.AsyncClient, kinds: list[str], breeds: list[str], photo: bytes, deadline: float,
-                      rng: random.Random, latencies: dict[str, list[float]], failures: list[int]) -> None:
+async def client_loop(
+    client: httpx.AsyncClient,
+    kinds: list[str],
+    breeds: list[str],
+    photo: bytes,
+    deadline: float,
+    rng: random.Random,
+    latencies: dict[str, list[float]],
+    failures: list[int],
+) -> None:
     while time.monotonic() < deadline:
         kind = rng.choice(kinds)
         start = time.perf_counter()
@@ -70,8 +78,12 @@ async def drive(url: str, clients: int, seconds: float, kinds: list[str]) -> dic
         latencies: dict[str, list[float]] = {k: [] for k in kinds}
         failures: list[int] = []
         started = time.monotonic()
-        await asyncio.gather(*(client_loop(client, kinds, breeds, photo, started + seconds, random.Random(i),
-                                           latencies, failures) for i in range(clients)))
+        await asyncio.gather(
+            *(
+                client_loop(client, kinds, breeds, photo, started + seconds, random.Random(i), latencies, failures)
+                for i in range(clients)
+            )
+        )
         elapsed = time.monotonic() - started
     return {"elapsed": elapsed, "latencies": latencies, "failures": failures}
 
@@ -86,12 +98,18 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=60)
-    p.add_argument("--only", choices=["mix", "identify", "sample"], default=None, help="one endpoint instead of the mix")
+    p.add_argument(
+        "--only", choices=["mix", "identify", "sample"], default=None, help="one endpoint instead of the mix"
+    )
     p.add_argument("--windows-ms", default="0,2", help="comma-separated VAE_DOGS_BATCH_WINDOW_MS values to compare")
     args = p.parse_args()
     kinds = [args.only] if args.only else ["mix", "identify", "sample"]
     print(f"{args.clients} clients x {args.seconds:g} s, endpoints {'/'.join(kinds)}, checkpoint {args.checkpoint}\n")
-    print("| batch window | requests/s | " + " | ".join(f"{k} p50 / p99" for k in kinds) + " | non-2xx | server RSS start → end |")
+    print(
+        "| batch window | requests/s | "
+        + " | ".join(f"{k} p50 / p99" for k in kinds)
+        + " | non-2xx | server RSS start → end |"
+    )
     print("|---|---|" + "---|" * len(kinds) + "---|---|")
     for window in args.windows_ms.split(","):
         env = {"VAE_DOGS_BATCH_WINDOW_MS": window}
@@ -101,11 +119,16 @@ def main() -> None:
             rss_end = rss_mib(server.pid)
         lat = result["latencies"]
         total = sum(len(v) for v in lat.values())  # type: ignore[union-attr]
-        cells = " | ".join(f"{statistics.median(lat[k]):.0f} / {percentile(lat[k], 0.99):.0f} ms" if lat[k] else "-"  # type: ignore[index]
-                           for k in kinds)
+        cells = " | ".join(
+            f"{statistics.median(lat[k]):.0f} / {percentile(lat[k], 0.99):.0f} ms" if lat[k] else "-"  # type: ignore[index]
+            for k in kinds
+        )
         label = "off" if float(window) == 0 else f"{window} ms"
-        print(f"| {label} | {total / result['elapsed']:.1f} | {cells} | {len(result['failures'])} | "  # type: ignore[arg-type, operator]
-              f"{rss_start:.0f} → {rss_end:.0f} MiB |", flush=True)
+        print(
+            f"| {label} | {total / result['elapsed']:.1f} | {cells} | {len(result['failures'])} | "  # type: ignore[arg-type, operator]
+            f"{rss_start:.0f} → {rss_end:.0f} MiB |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

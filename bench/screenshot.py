@@ -33,13 +33,21 @@ def main() -> None:
 
     options = webdriver.ChromeOptions()
     options.binary_location = args.chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--window-size=1200,2200", "--hide-scrollbars"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--window-size=1200,2200",
+        "--hide-scrollbars",
+    ):
         options.add_argument(flag)
     with running_server(args.checkpoint) as server, tempfile.TemporaryDirectory() as tmp:
         url = server.url
         photo = Path(tmp) / "generated-dog.png"
-        photo.write_bytes(httpx.get(f"{url}/sample", params={"n": 1, "breed": args.breed, "seed": 3, "scale": 2}).content)
+        photo.write_bytes(
+            httpx.get(f"{url}/sample", params={"n": 1, "breed": args.breed, "seed": 3, "scale": 2}).content
+        )
         driver = webdriver.Chrome(service=Service(executable_path=args.chromedriver), options=options)
         try:
             wait = WebDriverWait(driver, 120)

@@ -35,8 +35,22 @@ def running_server(checkpoint: Path, extra_env: dict[str, str] | None = None) ->
     env = {**os.environ, "VAE_DOGS_CHECKPOINT": str(checkpoint), **(extra_env or {})}
     env.setdefault("VAE_DOGS_DEVICE", "cpu")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

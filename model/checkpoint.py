@@ -1,6 +1,7 @@
 """Checkpoints without pickle: ``model.safetensors`` (weights) + ``card.json`` (everything else).
 
-The card holds the architecture config, the ordered breed list with photo counts, the split recipe and
+The card holds the architecture config (``config``: the VAE; ``prior``: its kind, the denoiser's and the guide's
+architecture), the sampler settings (``sampling``), the ordered breed list with photo counts, the split recipe and
 held-out ids, training and evaluation metrics, torch version, git commit and the SHA-256 of the weights,
 which :func:`load` verifies. Every write goes to a temporary file that is then renamed over the target,
 so a killed run never leaves a half-written checkpoint.
@@ -18,16 +19,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.vae import BreedVAE, LatentDiffusion, VAEConfig
+from model.autoencoder import BreedVAE, VAEConfig
+from model.diffusion import DiffusionConfig, LatentDiffusion
+from model.prior import DiffusionPrior, DogModel, GaussianPrior, LatentPrior
+from model.sampler import SamplerSettings
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
-CARD_FORMAT = "vae-dogs/1"
+CARD_FORMAT = "vae-dogs/2"
 # mkstemp makes 0600 files; a checkpoint must stay readable by a service running as another user.
 PUBLIC_FILE_MODE = 0o644
-REQUIRED_CARD_KEYS = ("format", "config", "breeds", "weights_sha256")
-# Weights of the sampler on top of stage 1 (prior, autoguidance guide, latent discriminator), by state-dict prefix.
-SAMPLER_PARTS = ("latent_prior.", "guide_prior.", "latent_discriminator.")
+REQUIRED_CARD_KEYS = ("format", "config", "prior", "sampling", "breeds", "weights_sha256")
 
 
 class CheckpointError(RuntimeError):
@@ -61,7 +63,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save(model: BreedVAE, card: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
+def prior_card(prior: LatentPrior) -> dict[str, Any]:
+    if isinstance(prior, DiffusionPrior):
+        guide = prior.guide.cfg.to_dict() if prior.guide is not None else None
+        return {"kind": prior.kind, "config": prior.denoiser.cfg.to_dict(), "guide": guide}
+    return {"kind": prior.kind}
+
+
+def save(model: DogModel, card: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
     """Write weights then card (the card names the weights' hash, so it is written last)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,7 +87,9 @@ def save(model: BreedVAE, card: dict[str, Any], folder: str | os.PathLike[str]) 
     full_card = {
         "format": CARD_FORMAT,
         **card,
-        "config": model.cfg.to_dict(),
+        "config": model.vae.cfg.to_dict(),
+        "prior": prior_card(model.prior),
+        "sampling": model.sampling.to_dict(),
         "torch_version": torch.__version__,
         "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
     }
@@ -96,18 +107,38 @@ def read_card(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint card {path} is not valid JSON: {err}") from err
     if not isinstance(card, dict):
         raise CheckpointError(f"checkpoint card {path} is not a JSON object")
+    if card.get("format") != CARD_FORMAT:
+        raise CheckpointError(f"checkpoint card {path} has format {card.get('format')!r}, expected {CARD_FORMAT!r}")
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
         raise CheckpointError(f"checkpoint card {path} lacks {', '.join(missing)}")
-    if card["format"] != CARD_FORMAT:
-        raise CheckpointError(f"checkpoint card {path} has format {card['format']!r}, expected {CARD_FORMAT!r}")
     breeds = card["breeds"]
     if not isinstance(breeds, list) or not all(isinstance(b, dict) and isinstance(b.get("name"), str) for b in breeds):
         raise CheckpointError(f"checkpoint card {path}: 'breeds' must be a list of {{name, photos}} objects")
     return card
 
 
-def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[BreedVAE, dict[str, Any]]:
+def build(card: dict[str, Any]) -> DogModel:
+    """The (untrained) model a card describes."""
+    vae = BreedVAE(VAEConfig.from_dict(card["config"]))
+    spec = card["prior"]
+    if spec["kind"] == "gaussian":
+        prior: LatentPrior = GaussianPrior(vae)
+    elif spec["kind"] == "diffusion":
+        shape = vae.cfg.latent_shape
+        denoiser = LatentDiffusion(DiffusionConfig.from_dict(spec["config"]), vae.cfg.n_breeds, shape)
+        guide = (
+            LatentDiffusion(DiffusionConfig.from_dict(spec["guide"]), vae.cfg.n_breeds, shape)
+            if spec.get("guide")
+            else None
+        )
+        prior = DiffusionPrior(denoiser, guide)
+    else:
+        raise ValueError(f"unknown prior kind {spec['kind']!r} (known: gaussian, diffusion)")
+    return DogModel(vae, prior, SamplerSettings.from_dict(card["sampling"]))
+
+
+def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[DogModel, dict[str, Any]]:
     """Load and verify a checkpoint folder; returns the model in eval mode on ``device`` and its card."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -119,38 +150,49 @@ def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> 
     if sha256_file(weights) != card["weights_sha256"]:
         raise CheckpointError(f"checkpoint weights {weights} do not match the SHA-256 in {folder / CARD_FILE}")
     try:
-        cfg = VAEConfig.from_dict(card["config"])
-        model = BreedVAE(cfg)
-        model.load_state_dict(load_file(str(weights)))
-    except Exception as err:  # safetensors and torch raise several types for a bad file
+        model = build(card)
+        load_weights(model, load_file(str(weights)))
+    except Exception as err:  # safetensors, torch and the configs raise several types for a bad file
         raise CheckpointError(f"checkpoint {weights} cannot be loaded: {err}") from err
-    if cfg.n_breeds != len(card["breeds"]):
-        raise CheckpointError(f"checkpoint {folder}: {len(card['breeds'])} breeds in the card, {cfg.n_breeds} in the model")
+    if model.n_breeds != len(card["breeds"]):
+        raise CheckpointError(
+            f"checkpoint {folder}: {len(card['breeds'])} breeds in the card, {model.n_breeds} in the model"
+        )
     return model.to(device).eval(), card
 
 
-def attach_guide(model: BreedVAE, guide_folder: str | os.PathLike[str]) -> None:
-    """Make the diffusion prior of checkpoint ``guide_folder`` the autoguidance guide of ``model`` (in place).
+def load_weights(model: DogModel, state: dict[str, torch.Tensor]) -> None:
+    """Every weight of ``model`` from one flat state dict (the layout of ``DogModel.state_dict``), strictly."""
+    parts = model.prior.modules()
+    own = {k: v for k, v in state.items() if not k.startswith(tuple(f"{p}." for p in parts))}
+    model.vae.load_state_dict(own)
+    for prefix, module in parts.items():
+        module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(f"{prefix}.")})
 
-    The guide must have been trained by ``python -m training.prior --kind diffusion`` on the latents of the same
-    stage 1 (every encoder, decoder and breed-head weight equal) with the same standardisation, so both denoisers
-    read the same noisy latents; anything else is refused. ``diffusion_autoguidance`` is left as it was (1: unused).
+
+def attach_guide(model: DogModel, guide_folder: str | os.PathLike[str]) -> DogModel:
+    """``model`` with the diffusion prior of checkpoint ``guide_folder`` as its autoguidance guide.
+
+    The guide must have been trained by ``python -m training.prior`` on the latents of the same VAE (every encoder,
+    decoder and breed-head weight equal) with the same standardisation, so both denoisers read the same noisy
+    latents; anything else is refused. The sampler settings are kept (autoguidance 1: the guide unused).
     """
-    if not isinstance(model.latent_prior, LatentDiffusion):
-        raise CheckpointError(f"autoguidance needs a diffusion prior; this model's is {model.cfg.latent_prior!r}")
-    guide, _ = load(guide_folder, model.prior_mean.device)
-    if not isinstance(guide.latent_prior, LatentDiffusion):
-        raise CheckpointError(f"guide {guide_folder} has no diffusion prior (latent_prior={guide.cfg.latent_prior!r})")
-    ours, theirs = model.state_dict(), guide.state_dict()
-    stage1 = [k for k in ours if not k.startswith(SAMPLER_PARTS)]
-    if any(k not in theirs or not torch.equal(ours[k], theirs[k]) for k in stage1):
-        raise CheckpointError(f"guide {guide_folder} was trained on another stage 1 (its VAE weights differ); "
-                              "train it with --init-from this checkpoint")
+    if not isinstance(model.prior, DiffusionPrior):
+        raise CheckpointError(f"autoguidance needs a diffusion prior; this model's is {model.prior.kind!r}")
+    other, _ = load(guide_folder, model.device)
+    if not isinstance(other.prior, DiffusionPrior):
+        raise CheckpointError(f"guide {guide_folder} has no diffusion prior (its prior is {other.prior.kind!r})")
+    ours, theirs = model.vae.state_dict(), other.vae.state_dict()
+    if any(k not in theirs or not torch.equal(ours[k], theirs[k]) for k in ours):
+        raise CheckpointError(
+            f"guide {guide_folder} was trained on another VAE (its weights differ); "
+            "train it with --init-from this checkpoint"
+        )
     for buffer in ("z_mean", "z_scale"):
-        if not torch.allclose(getattr(model.latent_prior, buffer), getattr(guide.latent_prior, buffer), rtol=1e-4, atol=1e-5):
-            raise CheckpointError(f"guide {guide_folder} standardises the latents differently ({buffer}); train it on the "
-                                  "same latents (--init-from this checkpoint, the same --seed, --stop-fraction and mirroring)")
-    model.cfg.diffusion_guide_channels = guide.cfg.diffusion_channels
-    model.cfg.diffusion_guide_blocks = guide.cfg.diffusion_blocks
-    model.cfg.diffusion_guide_attention = guide.cfg.diffusion_attention
-    model.guide_prior = guide.latent_prior
+        mine, its = getattr(model.prior.denoiser, buffer), getattr(other.prior.denoiser, buffer)
+        if not torch.allclose(mine, its, rtol=1e-4, atol=1e-5):
+            raise CheckpointError(
+                f"guide {guide_folder} standardises the latents differently ({buffer}); train it on the same latents "
+                "(--init-from this checkpoint, the same --seed, --stop-fraction and mirroring)"
+            )
+    return DogModel(model.vae, DiffusionPrior(model.prior.denoiser, other.prior.denoiser), model.sampling)

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 
-def load_square(source: "str | os.PathLike[str] | Image.Image", size: int) -> np.ndarray:
+def load_square(source: str | os.PathLike[str] | Image.Image, size: int) -> np.ndarray:
     """Decode (if needed), centre-crop to a square and resize to ``size``: HxWx3 uint8 RGB."""
     img = source if isinstance(source, Image.Image) else Image.open(source)
     img = img.convert("RGB")
@@ -49,7 +49,9 @@ def grid(images: Tensor, columns: int, padding: int = 2, scale: int = 1) -> Imag
     return canvas
 
 
-def labelled_rows(images: Tensor, labels: list[str], columns: int, scale: int = 1, label_width: int = 150) -> Image.Image:
+def labelled_rows(
+    images: Tensor, labels: list[str], columns: int, scale: int = 1, label_width: int = 150
+) -> Image.Image:
     """A grid with one text label at the start of each row (e.g. a breed per row)."""
     body = grid(images, columns, scale=scale)
     canvas = Image.new("RGB", (body.width + label_width, body.height), "white")

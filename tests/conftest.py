@@ -11,7 +11,11 @@ from PIL import Image, ImageDraw
 
 # Three synthetic "breeds", each a coloured blob of its own shape on a varied background.
 BREED_COLOURS = {"beagle": (170, 110, 40), "samoyed": (235, 235, 230), "gordon_setter": (25, 20, 15)}
-STANFORD_SYNSETS = {"beagle": "n02088364-Beagle", "samoyed": "n02111889-Samoyed", "gordon_setter": "n02101006-Gordon_setter"}
+STANFORD_SYNSETS = {
+    "beagle": "n02088364-Beagle",
+    "samoyed": "n02111889-Samoyed",
+    "gordon_setter": "n02101006-Gordon_setter",
+}
 # Small architecture so a training epoch takes a second or two on a laptop core; a spatial latent of
 # 2 channels at 4x4 (32 numbers) like the default checkpoint's 8 channels at 8x8.
 TINY_ARCH = ["--channels", "8,16,16,32", "--classifier-channels", "8,16,16,32", "--latent-channels", "2"]
@@ -47,7 +51,7 @@ def write_kaggle(root: Path, per_breed: int = 6, seed: int = 1) -> Path:
         writer = csv.writer(f)
         writer.writerow(["id", "breed"])
         for breed in BREED_COLOURS:
-            for i in range(per_breed):
+            for _ in range(per_breed):
                 image_id = f"{rng.getrandbits(64):016x}"
                 synthetic_dog(breed, rng).save(root / "train" / f"{image_id}.jpg")
                 writer.writerow([image_id, breed])
@@ -76,40 +80,70 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, folders_data: Path, cache_dir: Path) -> Path:
-    """A checkpoint trained for three epochs on the synthetic folder-per-breed set, then evaluated."""
+    """A stage-1 checkpoint (its prior: the fitted Gaussians) trained for three epochs on the synthetic
+    folder-per-breed set, then evaluated."""
     from training.evaluate import evaluate
     from training.train import main as train
 
     out = tmp_path_factory.mktemp("tiny-checkpoint")
-    train(["--data", str(folders_data), "--out", str(out), "--epochs", "3", "--batch-size", "8",
-           "--cache-dir", str(cache_dir), "--no-progress", "--kl-warmup-epochs", "1", "--lr", "3e-3", *TINY_ARCH])
+    train(
+        [
+            "--data",
+            str(folders_data),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--cache-dir",
+            str(cache_dir),
+            "--no-progress",
+            "--kl-warmup-epochs",
+            "1",
+            "--lr",
+            "3e-3",
+            *TINY_ARCH,
+        ]
+    )
     evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_two_stage_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> Path:
-    """The tiny checkpoint with a two-stage latent prior, then evaluated."""
-    from training.evaluate import evaluate
-    from training.prior import main as fit_prior
-
-    out = tmp_path_factory.mktemp("tiny-two-stage")
-    fit_prior(["--init-from", str(tiny_checkpoint), "--data", str(folders_data), "--out", str(out), "--steps", "60",
-               "--batch-size", "16", "--hidden", "32", "--noise-dim", "4", "--log-every", "30",
-               "--cache-dir", str(cache_dir), "--no-progress"])
-    evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_diffusion_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path) -> Path:
+def tiny_diffusion_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path
+) -> Path:
     """The tiny checkpoint with a latent diffusion prior (what the default checkpoint has), then evaluated."""
     from training.evaluate import evaluate
     from training.prior import main as fit_prior
+    from training.sampling import main as choose_sampling
 
+    prior = tmp_path_factory.mktemp("tiny-prior")
+    fit_prior(
+        [
+            "--init-from",
+            str(tiny_checkpoint),
+            "--data",
+            str(folders_data),
+            "--out",
+            str(prior),
+            "--steps",
+            "40",
+            "--batch-size",
+            "16",
+            "--channels",
+            "16",
+            "--blocks",
+            "1",
+            "--log-every",
+            "20",
+            "--cache-dir",
+            str(cache_dir),
+            "--no-progress",
+        ]
+    )
     out = tmp_path_factory.mktemp("tiny-diffusion")
-    fit_prior(["--init-from", str(tiny_checkpoint), "--data", str(folders_data), "--out", str(out), "--kind", "diffusion",
-               "--steps", "40", "--batch-size", "16", "--diffusion-channels", "16", "--diffusion-blocks", "1",
-               "--sampling-steps", "4", "--log-every", "20", "--cache-dir", str(cache_dir), "--no-progress"])
+    choose_sampling([str(prior), "--out", str(out), "--set", "steps=4", "guidance=2"])  # one candidate: no FID
     evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
     return out

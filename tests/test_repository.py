@@ -28,16 +28,17 @@ def test_committed_default_checkpoint_loads_and_was_evaluated() -> None:
     if not (folder / checkpoint.CARD_FILE).is_file():
         pytest.fail(f"the default checkpoint {folder} is missing")
     model, card = checkpoint.load(folder)
-    assert model.cfg.image_size == 64 and len(card["breeds"]) == model.cfg.n_breeds
+    assert model.vae.cfg.image_size == 64 and len(card["breeds"]) == model.n_breeds
     assert "identify_top1" in card["evaluation"] and "fid_prior_samples" in card["evaluation"]
 
 
 def test_the_default_traces_photos_of_known_mixes_back_to_their_largest_component() -> None:
     """Issue 4 on the real model: one generated photo per breed from a 70/30 mix (the 30 % on the breed 14 places on),
-    asked of the ancestry as a photo. Not every mix comes back (23 of 28 when last measured, README), so the test asks for
-    what the product promises: the main breed named first for at least half of them, where chance is 1 in 28."""
+    asked of the ancestry as a photo, for every fourth breed (all 28 take minutes: python -m bench.ancestry). Not every
+    mix comes back (23 of 28 when last measured, README), so the test asks for what the product promises: the main
+    breed named first for at least half of them, where chance is 1 in 28."""
     from training.evaluate import ancestry_recovery
 
     model, _ = checkpoint.load(ROOT / "checkpoints" / "dogs64")
-    row = ancestry_recovery(model, seed=0, share=0.7)
-    assert row["mixes"] == 28 and row["top1"] >= 0.5, row
+    row = ancestry_recovery(model, seed=0, share=0.7, breeds=range(0, 28, 4))
+    assert row["mixes"] == 7 and row["top1"] >= 0.5, row

@@ -1,7 +1,8 @@
 """Side-by-side figure of several checkpoints' generated dogs: the same breeds, mixes and seeds for each.
 
     python -m training.compare runs/plain64 checkpoints/dogs64 --out docs/plain-vs-final.png
-    python -m training.compare checkpoints/dogs64 --first-panel-of docs/plain-vs-stage1-vs-adversarial.png --out docs/plain-vs-final.png
+    python -m training.compare checkpoints/dogs64 --first-panel-of docs/plain-vs-stage1-vs-adversarial.png \
+        --out docs/plain-vs-final.png
 
 Each row is one breed (or 50/50 mix), with ``--columns`` samples from each checkpoint, one panel per
 checkpoint, left to right. Only generated images: no photo is read.
@@ -35,8 +36,15 @@ def breed_weights(names: list[str], spec: str) -> torch.Tensor:
 LABEL_WIDTH, HEADER, GAP = 230, 28, 20  # px: row labels on the left, panel titles on top, space between panels
 
 
-def side_by_side(folders: list[Path], rows: list[str], columns: int = 6, seed: int = 0, scale: int = 2,
-                 titles: list[str] | None = None, earlier: Image.Image | None = None) -> Image.Image:
+def side_by_side(
+    folders: list[Path],
+    rows: list[str],
+    columns: int = 6,
+    seed: int = 0,
+    scale: int = 2,
+    titles: list[str] | None = None,
+    earlier: Image.Image | None = None,
+) -> Image.Image:
     """One panel per checkpoint; ``earlier``: a figure of this command whose first panel (title included)
     goes on the left, for a checkpoint that is no longer kept (it must have the same rows and columns)."""
     panels = []
@@ -47,8 +55,9 @@ def side_by_side(folders: list[Path], rows: list[str], columns: int = 6, seed: i
         if names is not None and model_names != names:
             raise SystemExit(f"{folders[0]} and {folder} know different breeds")
         names = model_names
-        images = torch.cat([latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed + i)
-                            for i, spec in enumerate(rows)])
+        images = torch.cat(
+            [latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed + i) for i, spec in enumerate(rows)]
+        )
         panels.append(grid(images, columns=columns, scale=scale))
     kept: Image.Image | None = None
     if earlier is not None:
@@ -57,9 +66,11 @@ def side_by_side(folders: list[Path], rows: list[str], columns: int = 6, seed: i
         # Its first panel must end where ours would, followed by the white gap between panels.
         gap = earlier.crop((end, HEADER, end + GAP, earlier.height)) if earlier.width >= end + GAP else None
         if earlier.height != panels[0].height + HEADER or gap is None or gap.getextrema() != ((255, 255),) * 3:
-            raise SystemExit(f"the earlier figure's first panel does not match ours ({panels[0].width}x{panels[0].height} px "
-                             f"under a {HEADER} px title, then a {GAP} px white gap): make both with the same "
-                             "--breeds, --mixes and --columns")
+            raise SystemExit(
+                f"the earlier figure's first panel does not match ours ({panels[0].width}x{panels[0].height} px "
+                f"under a {HEADER} px title, then a {GAP} px white gap): make both with the same "
+                "--breeds, --mixes and --columns"
+            )
         kept = earlier.crop((LABEL_WIDTH, 0, end, earlier.height))
     width = LABEL_WIDTH + sum(p.width + GAP for p in panels) + (kept.width + GAP if kept else 0)
     figure = Image.new("RGB", (width, panels[0].height + HEADER), "white")
@@ -68,7 +79,7 @@ def side_by_side(folders: list[Path], rows: list[str], columns: int = 6, seed: i
     if kept is not None:
         figure.paste(kept, (x, 0))
         x += kept.width + GAP
-    for panel, title in zip(panels, titles or [str(f) for f in folders]):
+    for panel, title in zip(panels, titles or [str(f) for f in folders], strict=False):
         figure.paste(panel, (x, HEADER))
         draw.text((x + 4, 8), title, fill="black")
         x += panel.width + GAP
@@ -88,9 +99,14 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--columns", type=int, default=6, help="samples per row and checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--titles", default=None, help="comma-separated panel titles, one per checkpoint")
-    p.add_argument("--first-panel-of", type=Path, default=None, metavar="FIGURE",
-                   help="an earlier figure of this command: its first panel goes on the left (for a checkpoint "
-                        "that is no longer kept; same --breeds, --mixes and --columns)")
+    p.add_argument(
+        "--first-panel-of",
+        type=Path,
+        default=None,
+        metavar="FIGURE",
+        help="an earlier figure of this command: its first panel goes on the left (for a checkpoint "
+        "that is no longer kept; same --breeds, --mixes and --columns)",
+    )
     args = p.parse_args(argv)
     rows = [r for r in args.breeds.split(",") + args.mixes.split(",") if r]
     titles = args.titles.split(",") if args.titles else None

@@ -24,6 +24,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ def _read_kaggle(root: Path) -> list[Photo]:
     return photos
 
 
-def _read_breed_folders(folder: Path, breed_of: "callable[[str], str | None]") -> list[Photo]:
+def _read_breed_folders(folder: Path, breed_of: callable[[str], str | None]) -> list[Photo]:
     photos = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         breed = breed_of(sub.name)
@@ -183,15 +184,13 @@ class ImageArray:
     breeds: list[str]
     pixels: np.ndarray  # (N, S, S, 3) uint8
 
-    def select(self, ids: list[str]) -> "ImageArray":
+    def select(self, ids: list[str]) -> ImageArray:
         index = {i: n for n, i in enumerate(self.ids)}
         rows = [index[i] for i in ids]
         return ImageArray([self.ids[r] for r in rows], [self.breeds[r] for r in rows], self.pixels[rows])
 
 
-def load_images(
-    photos: DogPhotos, size: int, cache_dir: Path | None = None, workers: int | None = None
-) -> ImageArray:
+def load_images(photos: DogPhotos, size: int, cache_dir: Path | None = None, workers: int | None = None) -> ImageArray:
     """Decode every photo at ``size`` px, reusing the on-disk cache when the photo list is unchanged."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     listing = "\n".join(f"{p.id}\t{p.breed}\t{p.path.stat().st_size}" for p in photos.photos)
@@ -241,8 +240,10 @@ def differentiable_augment(batch: torch.Tensor, generator: torch.Generator | Non
     photos, and cannot be fooled by high-frequency patterns that no augmented real photo has.
     """
     n, _, h, w = batch.shape
+
     def uniform(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=generator).to(batch.device)
+
     batch = batch + (uniform(n, 1, 1, 1) - 0.5) * 0.5  # brightness
     mean = batch.mean(dim=1, keepdim=True)
     batch = (batch - mean) * (uniform(n, 1, 1, 1) * 2) + mean  # saturation
@@ -260,8 +261,12 @@ def differentiable_augment(batch: torch.Tensor, generator: torch.Generator | Non
     corner = (uniform(n, 2) * torch.tensor([w - size + 1, h - size + 1], device=batch.device)).floor()
     ys = torch.arange(h, device=batch.device)[None, :, None]
     xs = torch.arange(w, device=batch.device)[None, None, :]
-    inside = ((ys >= corner[:, 1, None, None]) & (ys < corner[:, 1, None, None] + size)
-              & (xs >= corner[:, 0, None, None]) & (xs < corner[:, 0, None, None] + size))
+    inside = (
+        (ys >= corner[:, 1, None, None])
+        & (ys < corner[:, 1, None, None] + size)
+        & (xs >= corner[:, 0, None, None])
+        & (xs < corner[:, 0, None, None] + size)
+    )
     return batch * (~inside)[:, None].to(batch.dtype)
 
 
@@ -270,3 +275,12 @@ def balanced_indices(labels: torch.Tensor, n_samples: int, generator: torch.Gene
     counts = torch.bincount(labels).float()
     weights = 1.0 / counts[labels]
     return torch.multinomial(weights, n_samples, replacement=True, generator=generator)
+
+
+def held_out_photos(card: dict[str, Any], images: ImageArray, data: Path) -> ImageArray:
+    """The checkpoint's held-out photos (its card's split) among ``images``; exits if any is missing."""
+    val_ids = card["split"]["validation_ids"]
+    missing = sorted(set(val_ids) - set(images.ids))
+    if missing:
+        raise SystemExit(f"{len(missing)} held-out photos of this checkpoint are not under {data} (e.g. {missing[:3]})")
+    return images.select(val_ids)

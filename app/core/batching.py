@@ -19,8 +19,14 @@ Runner = Callable[..., Awaitable[Tensor]]
 
 
 class MicroBatcher:
-    def __init__(self, fn: Callable[..., Tensor], run: Runner, window_s: float, max_rows: int,
-                 observe: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Tensor],
+        run: Runner,
+        window_s: float,
+        max_rows: int,
+        observe: Callable[[int], None] | None = None,
+    ) -> None:
         self.fn, self.run, self.window_s, self.max_rows = fn, run, window_s, max_rows
         self.observe = observe or (lambda rows: None)
         self.pending: list[tuple[tuple[Tensor, ...], asyncio.Future[Tensor]]] = []
@@ -63,7 +69,7 @@ class MicroBatcher:
 
     async def _run(self, jobs: list[tuple[tuple[Tensor, ...], asyncio.Future[Tensor]]]) -> None:
         sizes = [job[0][0].shape[0] for job in jobs]
-        merged = [torch.cat(parts) for parts in zip(*(job[0] for job in jobs))]
+        merged = [torch.cat(parts) for parts in zip(*(job[0] for job in jobs), strict=True)]
         self.observe(sum(sizes))
         self.running += 1
         try:
@@ -77,6 +83,6 @@ class MicroBatcher:
             self.running -= 1
             if self.pending and self.running == 0:
                 self._flush()
-        for (_, future), output in zip(jobs, outputs):
+        for (_, future), output in zip(jobs, outputs, strict=True):
             if not future.done():  # a client that went away cancelled its future
                 future.set_result(output)

@@ -7,7 +7,7 @@ import difflib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import torch
@@ -17,7 +17,8 @@ from app.core.batching import MicroBatcher
 from app.core.config import Settings
 from app.core.metrics import BATCH_ROWS
 from model import checkpoint, latent_ops
-from model.vae import BreedVAE
+from model.prior import DiffusionPrior, DogModel
+from model.sampler import SamplerSettings
 
 T = TypeVar("T")
 log = logging.getLogger("vae_dogs")
@@ -41,10 +42,11 @@ def resolve_device(setting: str) -> torch.device:
 
 @dataclass
 class ModelService:
-    model: BreedVAE
+    model: DogModel
     card: dict[str, Any]
     device: torch.device
     settings: Settings
+    sampling: SamplerSettings  # the checkpoint's, with the environment's overrides
     breeds: list[str] = field(init=False)
     # One inference thread: the model is not shared across threads. Throughput comes from micro-batching
     # and, beyond that, from worker processes (WEB_CONCURRENCY).
@@ -55,30 +57,44 @@ class ModelService:
         self._index = {b: i for i, b in enumerate(self.breeds)}
         window, rows = self.settings.batch_window_ms / 1000, self.settings.max_batch_size
         # The two expensive, row-wise calls: the decoder (mix, sample) and the breed head (identify).
-        self.decode = MicroBatcher(lambda z, w: latent_ops.decode(self.model, z, w), self.run, window, rows,
-                                   BATCH_ROWS.labels("decode").observe)
-        self.classify = MicroBatcher(lambda x: latent_ops.breed_probabilities(self.model, x), self.run, window, rows,
-                                     BATCH_ROWS.labels("classify").observe)
+        self.decode = MicroBatcher(
+            lambda z, w: latent_ops.decode(self.model, z, w),
+            self.run,
+            window,
+            rows,
+            BATCH_ROWS.labels("decode").observe,
+        )
+        self.classify = MicroBatcher(
+            lambda x: latent_ops.breed_probabilities(self.model, x),
+            self.run,
+            window,
+            rows,
+            BATCH_ROWS.labels("classify").observe,
+        )
 
     @classmethod
-    def load(cls, settings: Settings) -> "ModelService":
+    def load(cls, settings: Settings) -> ModelService:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         device = resolve_device(settings.device)
         model, card = checkpoint.load(settings.checkpoint, device)
-        if settings.sampling_steps and model.cfg.latent_prior == "diffusion":
-            model.cfg.diffusion_sampling_steps = settings.sampling_steps
+        sampling = model.sampling
+        if settings.sampling_steps:
+            sampling = replace(sampling, steps=settings.sampling_steps)
         if settings.autoguidance is not None:
-            if model.guide_prior is None and settings.autoguidance != 1:
-                raise RuntimeError(f"VAE_DOGS_AUTOGUIDANCE={settings.autoguidance:g} needs a checkpoint with an autoguidance "
-                                   f"guide, and {settings.checkpoint} has none (unset it, or set it to 1)")
-            model.cfg.diffusion_autoguidance = settings.autoguidance
+            has_guide = isinstance(model.prior, DiffusionPrior) and model.prior.guide is not None
+            if not has_guide and settings.autoguidance != 1:
+                raise RuntimeError(
+                    f"VAE_DOGS_AUTOGUIDANCE={settings.autoguidance:g} needs a checkpoint with an autoguidance guide, "
+                    f"and {settings.checkpoint} has none (unset it, or set it to 1)"
+                )
+            sampling = replace(sampling, autoguidance=settings.autoguidance)
         log.info("loaded %s (%d breeds) on %s", settings.checkpoint, len(card["breeds"]), device)
-        return cls(model=model, card=card, device=device, settings=settings)
+        return cls(model=model, card=card, device=device, settings=settings, sampling=sampling)
 
     @property
     def image_size(self) -> int:
-        return self.model.cfg.image_size
+        return self.model.vae.cfg.image_size
 
     def breed_index(self, name: str) -> int:
         key = name.strip().lower().replace(" ", "_")
@@ -100,8 +116,11 @@ class ModelService:
         try:
             return await asyncio.wait_for(asyncio.shield(job), self.settings.inference_timeout_s)
         except TimeoutError:
-            raise HTTPException(503, detail=f"inference took longer than {self.settings.inference_timeout_s:g} s; "
-                                            "try fewer or smaller images, or retry later") from None
+            raise HTTPException(
+                503,
+                detail=f"inference took longer than {self.settings.inference_timeout_s:g} s; "
+                "try fewer or smaller images, or retry later",
+            ) from None
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

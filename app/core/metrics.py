@@ -23,10 +23,12 @@ def instrument(app: FastAPI) -> None:
 
 def describe_model(card: dict[str, Any], device: str) -> None:
     config = card.get("config", {})
-    MODEL_INFO.info({
-        "breeds": str(len(card.get("breeds", []))),
-        "image_size": str(config.get("image_size", "")),
-        "latent_dim": str(config.get("latent_dim", "")),
-        "weights_sha256": str(card.get("weights_sha256", "")),
-        "device": device,
-    })
+    MODEL_INFO.info(
+        {
+            "breeds": str(len(card.get("breeds", []))),
+            "image_size": str(config.get("image_size", "")),
+            "latent_dim": str(config.get("latent_dim", "")),
+            "weights_sha256": str(card.get("weights_sha256", "")),
+            "device": device,
+        }
+    )

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def client(tiny_diffusion_checkpoint: Path) -> Iterator[TestClient]:
-    """The real app (lifespan included) serving the tiny synthetic checkpoint with a diffusion prior, like the default."""
+    """The real app (lifespan included) serving the tiny checkpoint with a diffusion prior, like the default."""
     mp = pytest.MonkeyPatch()
     mp.setenv("VAE_DOGS_CHECKPOINT", str(tiny_diffusion_checkpoint))
     mp.setenv("VAE_DOGS_DEVICE", "cpu")
@@ -48,7 +48,11 @@ def uvicorn(checkpoint: Path, port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "VAE_DOGS_CHECKPOINT": str(checkpoint), "VAE_DOGS_DEVICE": "cpu"}
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 

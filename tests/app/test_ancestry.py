@@ -1,12 +1,12 @@
 """POST /ancestry, /transfer and /morph."""
 
+import io
 import json
 import math
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-import io
 
 from tests.app.conftest import image_bytes, png_size
 
@@ -43,10 +43,17 @@ def test_transfer_returns_the_dog_as_another_breed(client: TestClient) -> None:
     assert other.content != response.content
 
 
-@pytest.mark.parametrize("breeds, message", [
-    ("not json", "JSON object"), ('["samoyed"]', "JSON object"), ('{"samoyed": "lots"}', "JSON object"),
-    ('{"samoyed": -1}', "negative"), ('{"wolf": 1}', "unknown breed"), ("{}", "at least one breed"),
-])
+@pytest.mark.parametrize(
+    "breeds, message",
+    [
+        ("not json", "JSON object"),
+        ('["samoyed"]', "JSON object"),
+        ('{"samoyed": "lots"}', "JSON object"),
+        ('{"samoyed": -1}', "negative"),
+        ('{"wolf": 1}', "unknown breed"),
+        ("{}", "at least one breed"),
+    ],
+)
 def test_transfer_rejects_bad_breeds(client: TestClient, breeds: str, message: str) -> None:
     response = client.post("/transfer", files=photo(), data={"breeds": breeds})
     assert response.status_code == 422 and message in response.text
@@ -58,7 +65,12 @@ def test_transfer_rejects_a_bad_upload(client: TestClient) -> None:
 
 
 def test_morph_png_strip_and_gif(client: TestClient) -> None:
-    body = {"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 0.5, "gordon_setter": 0.5}}, "steps": 5, "seed": 3}
+    body = {
+        "start": {"breeds": {"beagle": 1}},
+        "end": {"breeds": {"samoyed": 0.5, "gordon_setter": 0.5}},
+        "steps": 5,
+        "seed": 3,
+    }
     strip = client.post("/morph", json=body)
     assert strip.status_code == 200 and png_size(strip.content) == (2 + 5 * 66, 2 + 66)
     gif = client.post("/morph", json={**body, "format": "gif"})
@@ -72,15 +84,18 @@ def test_morph_from_an_encoded_photo(client: TestClient) -> None:
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"start": {"breeds": {"beagle": 1}}, "end": {}}, "either 'breeds' or 'latent'"),
-    ({"start": {"breeds": {"beagle": 1}, "latent": [0.0] * 32}, "end": {"breeds": {"beagle": 1}}}, "either"),
-    ({"start": {"latent": [0.0] * 3}, "end": {"breeds": {"beagle": 1}}}, "32 finite numbers"),
-    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 1}, "steps"),
-    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 500}, "at most 64"),
-    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyd": 1}}}, "did you mean samoyed"),
-    ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "format": "bmp"}, "format"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"start": {"breeds": {"beagle": 1}}, "end": {}}, "either 'breeds' or 'latent'"),
+        ({"start": {"breeds": {"beagle": 1}, "latent": [0.0] * 32}, "end": {"breeds": {"beagle": 1}}}, "either"),
+        ({"start": {"latent": [0.0] * 3}, "end": {"breeds": {"beagle": 1}}}, "32 finite numbers"),
+        ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 1}, "steps"),
+        ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "steps": 500}, "at most 64"),
+        ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyd": 1}}}, "did you mean samoyed"),
+        ({"start": {"breeds": {"beagle": 1}}, "end": {"breeds": {"samoyed": 1}}, "format": "bmp"}, "format"),
+    ],
+)
 def test_morph_rejects_bad_input(client: TestClient, body: dict, message: str) -> None:
     response = client.post("/morph", json=body)
     assert response.status_code == 422 and message in response.text, response.text

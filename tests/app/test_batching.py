@@ -44,7 +44,7 @@ def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
     outputs = run_concurrently(MicroBatcher(fn, direct, window_s=0.05, max_rows=64), [1, 3, 2, 4])
     # The first finds the model idle and runs at once; the others queue meanwhile and share one call.
     assert fn.calls == [1, 9]
-    for i, (out, n) in enumerate(zip(outputs, [1, 3, 2, 4])):
+    for i, (out, n) in enumerate(zip(outputs, [1, 3, 2, 4], strict=True)):
         assert torch.equal(out, torch.full((n,), 10.0 * i) + torch.arange(n))
 
 

@@ -25,20 +25,24 @@ def test_decode_round_trip_from_encode(client: TestClient) -> None:
     assert png_size(with_breed.content) == (64, 64)
 
 
-@pytest.mark.parametrize("latents, message", [
-    ([[0.0] * 3], "32 numbers"),
-    ([], "at least 1"),
-    ([[0.0] * 32] * 65, "at most 64"),
-    ([[1e300] + [0.0] * 31], "within ±1000"),  # finite, but the decoder would overflow to NaN
-])
+@pytest.mark.parametrize(
+    "latents, message",
+    [
+        ([[0.0] * 3], "32 numbers"),
+        ([], "at least 1"),
+        ([[0.0] * 32] * 65, "at most 64"),
+        ([[1e300] + [0.0] * 31], "within ±1000"),  # finite, but the decoder would overflow to NaN
+    ],
+)
 def test_decode_rejects_bad_latents(client: TestClient, latents: list, message: str) -> None:
     response = client.post("/decode", json={"latents": latents})
     assert response.status_code == 422 and message in response.text
 
 
 def test_decode_rejects_nan_latents(client: TestClient) -> None:
-    response = client.post("/decode", content=b'{"latents": [[NaN' + b', 0' * 31 + b']]}',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/decode", content=b'{"latents": [[NaN' + b", 0" * 31 + b"]]}", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422 and "finite" in response.text
 
 
@@ -54,15 +58,18 @@ def test_identify_top_k_best_first(client: TestClient) -> None:
 
 def test_identify_learned_the_synthetic_breeds(client: TestClient) -> None:
     """The tiny model saw white round blobs labelled samoyed; a photo of one should not rank it last."""
-    from tests.conftest import synthetic_dog
     import io
     import random
+
+    from tests.conftest import synthetic_dog
 
     rng = random.Random(99)
     hits = 0
     for _ in range(6):
         buffer = io.BytesIO()
         synthetic_dog("samoyed", rng).save(buffer, format="PNG")
-        ranked = client.post("/identify?top_k=3", files={"file": ("s.png", buffer.getvalue(), "image/png")}).json()["breeds"]
+        ranked = client.post("/identify?top_k=3", files={"file": ("s.png", buffer.getvalue(), "image/png")}).json()[
+            "breeds"
+        ]
         hits += ranked[-1]["breed"] != "samoyed"
     assert hits >= 4

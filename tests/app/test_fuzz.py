@@ -1,4 +1,5 @@
-"""Schemathesis against the app's own /openapi.json: no 5xx, no response that breaks the schema, no invalid input accepted.
+"""Schemathesis against the app's own /openapi.json: no 5xx, no response that breaks the schema, no invalid
+input accepted.
 
 A bounded number of generated requests per operation (``FUZZ_EXAMPLES``, default 12), so it runs in CI.
 """
@@ -26,7 +27,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
 @pytest.fixture(scope="module", autouse=True)
 def loaded_model(tiny_checkpoint: Path) -> Iterator[None]:
     fuzz_app.dependency_overrides[get_settings] = lambda: Settings(
-        checkpoint=tiny_checkpoint, device="cpu", max_upload_bytes=200_000)
+        checkpoint=tiny_checkpoint, device="cpu", max_upload_bytes=200_000
+    )
     with TestClient(fuzz_app):  # runs the lifespan: loads the tiny checkpoint
         yield
 

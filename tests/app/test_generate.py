@@ -34,13 +34,16 @@ def test_mix_without_seed_reports_the_one_it_used(client: TestClient) -> None:
     assert again.content == response.content
 
 
-@pytest.mark.parametrize("breeds, message", [
-    ({"beagel": 1}, "did you mean beagle"),
-    ({"unicorn": 1}, "GET /breeds"),
-    ({"beagle": -0.5}, "negative"),
-    ({"beagle": 0, "samoyed": 0}, "all zero"),
-    ({}, "at least one breed"),
-])
+@pytest.mark.parametrize(
+    "breeds, message",
+    [
+        ({"beagel": 1}, "did you mean beagle"),
+        ({"unicorn": 1}, "GET /breeds"),
+        ({"beagle": -0.5}, "negative"),
+        ({"beagle": 0, "samoyed": 0}, "all zero"),
+        ({}, "at least one breed"),
+    ],
+)
 def test_mix_rejects_bad_breeds_and_weights(client: TestClient, breeds: dict, message: str) -> None:
     response = client.post("/mix", json={"breeds": breeds})
     assert response.status_code == 422 and message in response.text
@@ -85,8 +88,16 @@ def test_sample_temperature_zero_gives_the_breed_mean(client: TestClient) -> Non
     assert a == b
 
 
-@pytest.mark.parametrize("query, status", [
-    ("n=65", 422), ("n=-1", 422), ("temperature=-1", 422), ("temperature=nan", 422), ("breed=unicorn", 422), ("seed=-3", 422),
-])
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ("n=65", 422),
+        ("n=-1", 422),
+        ("temperature=-1", 422),
+        ("temperature=nan", 422),
+        ("breed=unicorn", 422),
+        ("seed=-3", 422),
+    ],
+)
 def test_sample_rejects_bad_queries(client: TestClient, query: str, status: int) -> None:
     assert client.get(f"/sample?{query}").status_code == status

@@ -74,4 +74,4 @@ def test_exif_rotation_is_applied(client: TestClient) -> None:
     upright.save(plain, format="JPEG", quality=95)
     a = post(client, "/encode", stored.getvalue(), "a.jpg").json()["mean"]
     b = post(client, "/encode", plain.getvalue(), "b.jpg").json()["mean"]
-    assert max(abs(x - y) for x, y in zip(a, b)) < 0.15
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.15

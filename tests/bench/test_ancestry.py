@@ -12,7 +12,9 @@ from bench.ancestry import main
 
 def test_reports_one_row_per_share(tiny_diffusion_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "ancestry.json"
-    rows = main(["--checkpoint", str(tiny_diffusion_checkpoint), "--shares", "1,0.7", "--no-progress", "--out", str(out)])
+    rows = main(
+        ["--checkpoint", str(tiny_diffusion_checkpoint), "--shares", "1,0.7", "--no-progress", "--out", str(out)]
+    )
     assert [row["share"] for row in rows] == [1.0, 0.7]
     for row in rows:
         assert row["mixes"] == 3 and 0 <= row["top1"] <= row["in_answer"] <= 1

@@ -8,21 +8,28 @@ import pytest
 import torch
 
 from model import checkpoint, latent_ops
+from model.autoencoder import BreedVAE, VAEConfig
 from model.latent_ops import LatentOpError
+from model.prior import DogModel, GaussianPrior
 
 
-@pytest.fixture(scope="module", params=["ex_post", "two_stage", "diffusion"])
-def model(request: pytest.FixtureRequest, tiny_checkpoint: Path):
-    """Every way of sampling z: the stage-1 checkpoint and the same with a two-stage or a diffusion prior."""
-    folder = tiny_checkpoint if request.param == "ex_post" else request.getfixturevalue(f"tiny_{request.param}_checkpoint")
+@pytest.fixture(scope="module", params=["gaussian", "diffusion"])
+def model(request: pytest.FixtureRequest, tiny_checkpoint: Path) -> DogModel:
+    """Every way of sampling z: the stage-1 checkpoint (its Gaussians) and the same with a diffusion prior."""
+    folder = tiny_checkpoint if request.param == "gaussian" else request.getfixturevalue("tiny_diffusion_checkpoint")
     loaded = checkpoint.load(folder)[0]
-    assert loaded.cfg.latent_prior == request.param
+    assert loaded.prior.kind == request.param
     return loaded
 
 
-@pytest.mark.parametrize("weights, message", [
-    ([1.0, -1.0, 0.0], "non-negative"), ([0.0, 0.0, 0.0], "all be zero"), ([float("nan"), 1.0, 0.0], "finite"),
-])
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ([1.0, -1.0, 0.0], "non-negative"),
+        ([0.0, 0.0, 0.0], "all be zero"),
+        ([float("nan"), 1.0, 0.0], "finite"),
+    ],
+)
 def test_bad_weights_are_rejected(model, weights: list[float], message: str) -> None:
     with pytest.raises(LatentOpError, match=message):
         latent_ops.mix(model, torch.tensor(weights))
@@ -42,7 +49,7 @@ def test_same_seed_same_pose_noise_across_mixes(model) -> None:
 
 
 def test_breeds_for_latent_prefers_the_breed_whose_prior_it_came_from(model) -> None:
-    z = model.prior_mean.cpu()
+    z = model.vae.prior_mean.cpu()
     assert torch.equal(latent_ops.breeds_for_latent(model, z).argmax(1), torch.arange(3))
 
 
@@ -69,32 +76,30 @@ def test_transfer_keeps_the_pose(model) -> None:
 
 def test_morph_ends_are_the_endpoints(model) -> None:
     a = latent_ops.latent_endpoint(model, weights=torch.tensor([1.0, 0.0, 0.0]), seed=4)
-    z = torch.randn(model.cfg.latent_dim)
+    z = torch.randn(model.vae.cfg.latent_dim)
     b = latent_ops.latent_endpoint(model, latent=z)
     frames = latent_ops.morph(model, a, b, steps=5)
     assert frames.shape[0] == 5
     assert torch.allclose(frames[0], latent_ops.decode(model, *a)[0], atol=1e-6)
     assert torch.allclose(frames[-1], latent_ops.decode(model, *b)[0], atol=1e-6)
     with pytest.raises(LatentOpError, match="finite"):
-        latent_ops.latent_endpoint(model, latent=torch.full((model.cfg.latent_dim,), float("nan")))
+        latent_ops.latent_endpoint(model, latent=torch.full((model.vae.cfg.latent_dim,), float("nan")))
     with pytest.raises(LatentOpError, match="at least 2"):
         latent_ops.morph(model, a, b, steps=1)
 
 
 def test_ancestry_recovers_the_largest_component_of_a_known_mix() -> None:
     """A latent drawn from the 70/30 prior of two breeds is explained by a mix led by the 70 % breed."""
-    from model.vae import BreedVAE, VAEConfig
-
-    model = BreedVAE(VAEConfig(n_breeds=5, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
+    vae = BreedVAE(VAEConfig(n_breeds=5, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
     generator = torch.Generator().manual_seed(0)
-    model.prior_mean.copy_(3 * torch.randn(5, 16, generator=generator))  # well-separated breeds
-    model.prior_cholesky.copy_(0.5 * torch.eye(16).expand(5, -1, -1))
-    flat_belief = torch.full((5,), 0.2)  # the breed head knows nothing: the latent alone must decide
+    vae.prior_mean.copy_(3 * torch.randn(5, 16, generator=generator))  # well-separated breeds
+    vae.prior_cholesky.copy_(0.5 * torch.eye(16).expand(5, -1, -1))
+    model = DogModel(vae, GaussianPrior(vae))
     for major, minor in [(0, 3), (2, 1), (4, 0)]:
         weights = torch.zeros(5)
         weights[major], weights[minor] = 0.7, 0.3
         z = latent_ops.prior_latents(model, weights[None], torch.randn(1, 16, generator=generator))[0]
-        found = latent_ops.ancestry_weights(model, z, flat_belief, max_breeds=2)
+        found = latent_ops.ancestry_weights(model, z, max_breeds=2)
         assert int(found.argmax()) == major and set(found.nonzero().flatten().tolist()) == {major, minor}
         assert abs(float(found.sum()) - 1) < 1e-5 and (found >= 0).all()
         typical, distance = latent_ops.mix_typicality(model, z, found)
@@ -103,15 +108,16 @@ def test_ancestry_recovers_the_largest_component_of_a_known_mix() -> None:
 
 def test_breeds_for_latent_is_bayes_over_the_breed_gaussians() -> None:
     """Against torch.distributions, with full covariances (the solve is batched per breed, not per latent)."""
-    from model.vae import BreedVAE, VAEConfig
-
-    model = BreedVAE(VAEConfig(n_breeds=5, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
+    vae = BreedVAE(VAEConfig(n_breeds=5, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
     torch.manual_seed(0)
     factors = torch.randn(5, 16, 16) * 0.3 + torch.eye(16)
     with torch.no_grad():
-        model.prior_cholesky.copy_(torch.linalg.cholesky(factors @ factors.transpose(1, 2)))
-        model.prior_mean.copy_(torch.randn(5, 16))
+        vae.prior_cholesky.copy_(torch.linalg.cholesky(factors @ factors.transpose(1, 2)))
+        vae.prior_mean.copy_(torch.randn(5, 16))
+    model = DogModel(vae, GaussianPrior(vae))
     z = torch.randn(7, 16)
-    log_probs = torch.stack([torch.distributions.MultivariateNormal(model.prior_mean[b], scale_tril=model.prior_cholesky[b]).log_prob(z)
-                             for b in range(5)], dim=1)
+    normals = [
+        torch.distributions.MultivariateNormal(vae.prior_mean[b], scale_tril=vae.prior_cholesky[b]) for b in range(5)
+    ]
+    log_probs = torch.stack([normal.log_prob(z) for normal in normals], dim=1)
     assert torch.allclose(latent_ops.breeds_for_latent(model, z), log_probs.softmax(1), atol=1e-5)

@@ -16,12 +16,20 @@ from model import latent_ops
 
 router = APIRouter(tags=["breeds"])
 
-ANCESTRY_RESPONSES = {200: {"content": {"application/json": {}, "image/png": {}},
-                            "description": "the composition (JSON), or with image=true a dog of that mix (PNG)"}}
+ANCESTRY_RESPONSES = {
+    200: {
+        "content": {"application/json": {}, "image/png": {}},
+        "description": "the composition (JSON), or with image=true a dog of that mix (PNG)",
+    }
+}
 
 
-@router.post("/ancestry", response_model=AncestryResult, responses=ANCESTRY_RESPONSES,
-             summary="The mix of known breeds that best explains a dog photo, like a DNA breed test")
+@router.post(
+    "/ancestry",
+    response_model=AncestryResult,
+    responses=ANCESTRY_RESPONSES,
+    summary="The mix of known breeds that best explains a dog photo, like a DNA breed test",
+)
 async def ancestry(
     service: ModelDep,
     settings: SettingsDep,
@@ -32,9 +40,12 @@ async def ancestry(
 ) -> AncestryResult | Response:
     check_limits(settings, 1, scale, service.image_size)
     x = await photo_tensor(file, service, settings)
-    result = await service.run(latent_ops.ancestry, service.model, x, max_breeds)
+    result = await service.run(latent_ops.ancestry, service.model, x, max_breeds, sampling=service.sampling)
     composition = sorted(
-        (BreedWeight(breed=service.breeds[i], weight=float(result.weights[i])) for i in result.weights.nonzero().flatten().tolist()),
+        (
+            BreedWeight(breed=service.breeds[i], weight=float(result.weights[i]))
+            for i in result.weights.nonzero().flatten().tolist()
+        ),
         key=lambda b: -b.weight,
     )
     if image:
@@ -42,8 +53,12 @@ async def ancestry(
         return png_response(result.mix_image[None], scale, headers={"X-Composition": header})
     return AncestryResult(
         composition=composition,
-        fit=AncestryFit(score=result.fit, mahalanobis=result.mahalanobis,
-                        log_density_mix=result.log_density_mix, log_density_best_breed=result.log_density_best_breed),
+        fit=AncestryFit(
+            score=result.fit,
+            mahalanobis=result.mahalanobis,
+            log_density_mix=result.log_density_mix,
+            log_density_best_breed=result.log_density_best_breed,
+        ),
     )
 
 
@@ -51,8 +66,12 @@ def parse_breeds_field(text: str) -> dict[str, float]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise HTTPException(422, detail=f"'breeds' must be a JSON object of weights, e.g. {{\"samoyed\": 1}} ({err})") from err
-    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise HTTPException(
+            422, detail=f"'breeds' must be a JSON object of weights, e.g. {{\"samoyed\": 1}} ({err})"
+        ) from err
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+    ):
         raise HTTPException(422, detail="'breeds' must be a JSON object of breed name -> number, e.g. {\"samoyed\": 1}")
     try:
         return check_weights({str(k): float(v) for k, v in value.items()})
@@ -60,8 +79,12 @@ def parse_breeds_field(text: str) -> dict[str, float]:
         raise HTTPException(422, detail=str(err)) from err
 
 
-@router.post("/transfer", response_class=Response, responses=IMAGE_PNG,
-             summary="The same dog (pose, background, framing) rendered as another breed or mix")
+@router.post(
+    "/transfer",
+    response_class=Response,
+    responses=IMAGE_PNG,
+    summary="The same dog (pose, background, framing) rendered as another breed or mix",
+)
 async def transfer(
     service: ModelDep,
     settings: SettingsDep,

@@ -27,10 +27,14 @@ def ranked(service: ModelService, probabilities: torch.Tensor, top_k: int | None
 
 
 @router.post("/encode", response_model=Encoding, summary="Encode a dog photo to its latent posterior and breeds")
-async def encode(service: ModelDep, settings: SettingsDep, file: UploadFile = File(description="a dog photo")) -> Encoding:
+async def encode(
+    service: ModelDep, settings: SettingsDep, file: UploadFile = File(description="a dog photo")
+) -> Encoding:
     x = await photo_tensor(file, service, settings)
     enc = await service.run(latent_ops.encode, service.model, x)
-    return Encoding(mean=enc.mean[0].tolist(), log_var=enc.log_var[0].tolist(), breeds=ranked(service, enc.breed_probabilities[0]))
+    return Encoding(
+        mean=enc.mean[0].tolist(), log_var=enc.log_var[0].tolist(), breeds=ranked(service, enc.breed_probabilities[0])
+    )
 
 
 @router.post("/decode", response_class=Response, responses=IMAGE_PNG, summary="Decode latent vectors to a PNG")
@@ -40,11 +44,15 @@ async def decode(body: DecodeRequest, service: ModelDep, settings: SettingsDep) 
     if body.scale > settings.max_scale:
         raise HTTPException(422, detail=f"scale must be at most {settings.max_scale}")
     lengths = {len(row) for row in body.latents}
-    if lengths != {service.model.cfg.latent_dim}:
-        raise HTTPException(422, detail=f"each latent must have {service.model.cfg.latent_dim} numbers, got lengths {sorted(lengths)}")
+    if lengths != {service.model.vae.cfg.latent_dim}:
+        raise HTTPException(
+            422,
+            detail=f"each latent must have {service.model.vae.cfg.latent_dim} numbers, got lengths {sorted(lengths)}",
+        )
     weights = service.weights(body.breeds) if body.breeds else None
-    images = await service.run(latent_ops.decode_latents, service.model,
-                               torch.tensor(body.latents, dtype=torch.float64), weights)  # float64: range-checked before float32
+    images = await service.run(
+        latent_ops.decode_latents, service.model, torch.tensor(body.latents, dtype=torch.float64), weights
+    )  # float64: range-checked before float32
     return png_response(images, body.scale)
 
 

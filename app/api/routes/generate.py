@@ -25,26 +25,39 @@ def check_limits(settings: SettingsDep, n: int, scale: int, side: int) -> None:
         raise HTTPException(422, detail=f"scale must be at most {settings.max_scale}, got {scale}")
     pixels = n * (side * scale) ** 2
     if pixels > settings.max_output_pixels:
-        raise HTTPException(422, detail=f"{n} images of {side * scale}x{side * scale} are {pixels:,} pixels, more than the "
-                                        f"{settings.max_output_pixels:,}-pixel limit per request; lower n or scale")
+        raise HTTPException(
+            422,
+            detail=f"{n} images of {side * scale}x{side * scale} are {pixels:,} pixels, more than the "
+            f"{settings.max_output_pixels:,}-pixel limit per request; lower n or scale",
+        )
 
 
 def seed_or_random(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbits(31)
 
 
-@router.post("/mix", response_class=Response, responses=IMAGE_PNG,
-             summary="Blend breeds with weights into a new breed; the X-Seed header reproduces the result")
+@router.post(
+    "/mix",
+    response_class=Response,
+    responses=IMAGE_PNG,
+    summary="Blend breeds with weights into a new breed; the X-Seed header reproduces the result",
+)
 async def mix(body: MixRequest, service: ModelDep, settings: SettingsDep) -> Response:
     check_limits(settings, body.n, body.scale, service.image_size)
     weights = service.weights(body.breeds)
     seed = seed_or_random(body.seed)
-    images = await service.decode(*latent_ops.mix_latents(service.model, weights, body.n, seed, body.temperature))
+    images = await service.decode(
+        *latent_ops.mix_latents(service.model, weights, body.n, seed, body.temperature, service.sampling)
+    )
     return png_response(images, body.scale, headers={"X-Seed": str(seed)})
 
 
-@router.get("/sample", response_class=Response, responses=IMAGE_PNG,
-            summary="Random dogs from the prior, optionally of one breed")
+@router.get(
+    "/sample",
+    response_class=Response,
+    responses=IMAGE_PNG,
+    summary="Random dogs from the prior, optionally of one breed",
+)
 async def sample(
     service: ModelDep,
     settings: SettingsDep,
@@ -57,19 +70,29 @@ async def sample(
     check_limits(settings, n, scale, service.image_size)
     breed_index = service.breed_index(breed) if breed else None
     seed = seed_or_random(seed)
-    images = await service.decode(*latent_ops.sample_latents(service.model, n, breed_index, seed, temperature))
+    images = await service.decode(
+        *latent_ops.sample_latents(service.model, n, breed_index, seed, temperature, service.sampling)
+    )
     return png_response(images, scale, headers={"X-Seed": str(seed)})
 
 
 def morph_end(service: ModelService, end: MorphEnd, seed: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     if end.latent is not None:
         return latent_ops.latent_endpoint(service.model, latent=torch.tensor(end.latent, dtype=torch.float64))
-    return latent_ops.latent_endpoint(service.model, weights=service.weights(end.breeds), seed=seed, temperature=temperature)
+    weights = service.weights(end.breeds)
+    return latent_ops.latent_endpoint(
+        service.model, weights, seed=seed, temperature=temperature, sampling=service.sampling
+    )
 
 
-@router.post("/morph", response_class=Response,
-             responses={200: {"content": {"image/png": {}, "image/gif": {}}, "description": "a strip (PNG) or an animation (GIF)"}},
-             summary="A morph from one breed mix (or latent) to another: a PNG strip or an animated GIF")
+@router.post(
+    "/morph",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}, "image/gif": {}}, "description": "a strip (PNG) or an animation (GIF)"}
+    },
+    summary="A morph from one breed mix (or latent) to another: a PNG strip or an animated GIF",
+)
 async def morph(body: MorphRequest, service: ModelDep, settings: SettingsDep) -> Response:
     check_limits(settings, body.steps, body.scale, service.image_size)
     seed = seed_or_random(body.seed)

@@ -1,0 +1,114 @@
+"""What a latent is drawn from: one small interface, two priors, and the model that pairs a prior with the VAE.
+
+A prior answers three questions, and nothing outside this file asks which prior it is:
+
+* ``noise_dim(settings)``: how many standard normal numbers one sample starts from (a seed fixes them);
+* ``sample(noise, weights, settings, temperature)``: latents for breed weights on the simplex;
+* ``log_likelihood(z, weights)``: how well each breed mix explains one latent (higher is likelier, differentiable in
+  the weights), the score behind ancestry.
+
+``GaussianPrior`` is the VAE's own per-breed Gaussians (``N(0, I)`` for the plain baseline, which never fits them):
+``z = mean(w) + temperature * L(w) @ eps``. ``DiffusionPrior`` is a denoiser (``model/diffusion.py``) sampled by
+DDIM (``model/sampler.py``), optionally with an autoguidance guide; its log-likelihood is the negative denoising error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from model import sampler
+from model.autoencoder import BreedVAE
+from model.diffusion import LatentDiffusion
+from model.sampler import SamplerSettings
+
+
+class LatentPrior(Protocol):
+    kind: str
+
+    def noise_dim(self, settings: SamplerSettings) -> int: ...
+
+    def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor: ...
+
+    def log_likelihood(self, z: Tensor, weights: Tensor) -> Tensor: ...
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Its weights, by the state-dict prefix they are stored under next to the VAE's."""
+        ...
+
+
+@dataclass
+class GaussianPrior:
+    vae: BreedVAE
+    kind: str = "gaussian"
+
+    def noise_dim(self, settings: SamplerSettings) -> int:
+        return self.vae.cfg.latent_dim
+
+    def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor:
+        mean = weights @ self.vae.prior_mean
+        cholesky = torch.einsum("nb,bij->nij", weights, self.vae.prior_cholesky)
+        return mean + temperature * torch.einsum("nij,nj->ni", cholesky, noise)
+
+    def log_likelihood(self, z: Tensor, weights: Tensor) -> Tensor:
+        return self.vae.gaussian_log_density(z, weights)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {}  # its buffers are the VAE's
+
+
+@dataclass
+class DiffusionPrior:
+    denoiser: LatentDiffusion
+    guide: LatentDiffusion | None = None  # autoguidance: a weaker denoiser on the same standardised latents
+    kind: str = "diffusion"
+
+    def noise_dim(self, settings: SamplerSettings) -> int:
+        return sampler.noise_dim(self.denoiser, settings)
+
+    def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor:
+        return sampler.sample(self.denoiser, temperature * noise, weights, settings, self.guide)
+
+    def log_likelihood(self, z: Tensor, weights: Tensor) -> Tensor:
+        return -self.denoiser.denoising_error(z, weights)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"latent_prior": self.denoiser} | ({"guide_prior": self.guide} if self.guide is not None else {})
+
+
+@dataclass
+class DogModel:
+    """The served model: the VAE, the prior its latents are drawn from, and the checkpoint's sampler settings
+    (the default of every sampling call; a call may pass others)."""
+
+    vae: BreedVAE
+    prior: LatentPrior
+    sampling: SamplerSettings = field(default_factory=SamplerSettings)
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.prior_mean.device
+
+    @property
+    def n_breeds(self) -> int:
+        return self.vae.cfg.n_breeds
+
+    def to(self, device: str | torch.device) -> DogModel:
+        for module in (self.vae, *self.prior.modules().values()):
+            module.to(device)
+        return self
+
+    def eval(self) -> DogModel:
+        for module in (self.vae, *self.prior.modules().values()):
+            module.eval()
+        return self
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every weight, the prior's under its prefixes: the layout of ``model.safetensors``."""
+        state = dict(self.vae.state_dict())
+        for prefix, module in self.prior.modules().items():
+            state |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+        return state

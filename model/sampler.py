@@ -1,0 +1,142 @@
+"""How the diffusion prior is sampled: the settings (a small frozen object) and the DDIM loop that takes them.
+
+The settings are stored in the checkpoint card (``sampling``), chosen by ``python -m training.sampling`` and
+overridable per call (``dataclasses.replace``) or by the service's environment; they never change the model.
+
+* ``steps``: DDIM steps (Song et al. 2021).
+* ``guidance``: classifier-free guidance scale (Ho & Salimans 2022); 1 is the plain conditional model.
+* ``guidance_rescale`` (Lin et al. 2024): each guided prediction moves by this share towards the same direction at
+  the conditional prediction's spread, which strong guidance inflates (0: plain guidance).
+* ``eta``: DDIM's stochasticity, 0 deterministic, 1 as much fresh noise per step as ancestral DDPM. The fresh noise is
+  part of a sample's starting noise, so a seed still fixes the dog.
+* ``output_scale``: the sampled standardised latent is multiplied by it (below 1: a truncation towards the mean).
+* ``autoguidance`` (Karras et al. 2024): with a guide (a weaker denoiser on the same latents) the velocity is
+  ``v_guide + w * (v - v_guide)``, pushed away from the guide's errors (1: the guide unused).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model.diffusion import LatentDiffusion
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = 8
+    guidance: float = 2.0
+    guidance_rescale: float = 0.0
+    eta: float = 0.0
+    output_scale: float = 1.0
+    autoguidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": (self.steps == int(self.steps) and 1 <= self.steps <= 1000, "a whole number from 1 to 1000"),
+            "guidance": (math.isfinite(self.guidance) and self.guidance >= 0, "at least 0 (1: no guidance)"),
+            "guidance_rescale": (0 <= self.guidance_rescale <= 1, "in [0, 1] (0: plain guidance)"),
+            "eta": (0 <= self.eta <= 1, "in [0, 1] (0: deterministic DDIM, 1: DDPM's noise)"),
+            "output_scale": (0 < self.output_scale <= 2, "in (0, 2] (1: the latents as sampled)"),
+            "autoguidance": (
+                math.isfinite(self.autoguidance) and self.autoguidance >= 1,
+                "at least 1 (1: the guide is not used)",
+            ),
+        }
+        for name, (ok, rule) in checks.items():
+            if not ok:  # NaN fails every comparison, so it lands here too
+                raise ValueError(f"sampler setting {name} must be {rule}, got {getattr(self, name)}")
+        object.__setattr__(self, "steps", int(self.steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplerSettings:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sampler settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def noise_dim(denoiser: LatentDiffusion, settings: SamplerSettings) -> int:
+    """Standard normal numbers one sample starts from: the latent at t = 1, then (``eta > 0``) one latent's worth
+    of fresh noise for every step but the last (which lands on t = 0 and adds none)."""
+    return denoiser.z_mean.numel() * (settings.steps if settings.eta > 0 else 1)
+
+
+def classifier_free(v_cond: Tensor, v_uncond: Tensor, guidance: float, rescale: float = 0.0) -> Tensor:
+    """Classifier-free guidance of (n, d) velocities, with guidance rescale (Lin et al. 2024)."""
+    v = v_uncond + guidance * (v_cond - v_uncond)
+    if rescale == 0.0:
+        return v
+    rescaled = v * (v_cond.std(1, keepdim=True) / v.std(1, keepdim=True).clamp_min(1e-12))
+    return rescale * rescaled + (1 - rescale) * v
+
+
+def guided_velocity(
+    denoiser: LatentDiffusion, x_t: Tensor, t: Tensor, weights: Tensor, guide: LatentDiffusion | None, weight: float
+) -> Tensor:
+    """The velocity, pushed away from a weaker ``guide``'s under the same condition (autoguidance): the guide errs
+    where the denoiser does, only more, so the difference points away from those errors."""
+    v = denoiser.velocity(x_t, t, weights)
+    if guide is None or weight == 1.0:
+        return v
+    v_guide = guide.velocity(x_t, t, weights)
+    return v_guide + weight * (v - v_guide)
+
+
+def sample(
+    denoiser: LatentDiffusion,
+    noise: Tensor,
+    weights: Tensor,
+    settings: SamplerSettings,
+    guide: LatentDiffusion | None = None,
+) -> Tensor:
+    """DDIM from ``noise`` (n, noise_dim(denoiser, settings)) to latents z (n, latent_dim) for breed weights
+    (n, n_breeds); the fresh noise of ``eta > 0`` is taken from ``noise`` after its first latent."""
+    s = settings
+    if noise.shape[1] != noise_dim(denoiser, s):
+        raise ValueError(
+            f"{s.steps} DDIM steps at eta {s.eta} start from {noise_dim(denoiser, s)} noise numbers per sample, "
+            f"got {noise.shape[1]}"
+        )
+    if s.autoguidance != 1.0 and guide is None:
+        raise ValueError(f"autoguidance {s.autoguidance:g} needs a guide, and this prior has none (set it to 1)")
+    x, *fresh = noise.split(denoiser.z_mean.numel(), dim=1)
+    times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
+    unconditional = torch.zeros_like(weights)
+    for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
+        tt = t.expand(len(x))
+        if s.guidance == 1.0:
+            v = guided_velocity(denoiser, x, tt, weights, guide, s.autoguidance)
+        else:
+            both = guided_velocity(
+                denoiser,
+                torch.cat([x, x]),
+                torch.cat([tt, tt]),
+                torch.cat([weights, unconditional]),
+                guide,
+                s.autoguidance,
+            )
+            v_cond, v_uncond = both.chunk(2)
+            v = classifier_free(v_cond, v_uncond, s.guidance, s.guidance_rescale)
+        alpha, sigma = denoiser.alpha_sigma(t)
+        x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
+        alpha_next, sigma_next = denoiser.alpha_sigma(t_next)
+        if s.eta > 0 and step < s.steps - 1:
+            # Song et al. (2021) eq. 16 in alpha/sigma form: the fresh noise's scale, the rest keeps the predicted eps.
+            fresh_scale = s.eta * sigma_next / sigma * (1 - (alpha / alpha_next) ** 2).clamp(min=0).sqrt()
+            kept = (sigma_next**2 - fresh_scale**2).clamp(min=0).sqrt()
+            x = alpha_next * x0 + kept * eps + fresh_scale * fresh[step]
+        else:
+            x = alpha_next * x0 + sigma_next * eps
+    return s.output_scale * x * denoiser.z_scale + denoiser.z_mean

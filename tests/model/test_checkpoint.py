@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_half_written_files_are_left_behind(tiny_checkpoint: Path) -> None:
+    assert not [p for p in tiny_checkpoint.iterdir() if p.name.endswith(".tmp")]
+    for name in (checkpoint.WEIGHTS_FILE, checkpoint.CARD_FILE):  # readable by a non-root service user
+        assert (tiny_checkpoint / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_corrupt_or_old_checkpoints_are_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    for name in (checkpoint.CARD_FILE, checkpoint.WEIGHTS_FILE):
+        (tmp_path / name).write_bytes((tiny_checkpoint / name).read_bytes())
+    card = json.loads((tmp_path / checkpoint.CARD_FILE).read_text())
+    (tmp_path / checkpoint.CARD_FILE).write_text(json.dumps(card | {"format": "vae-dogs/1"}))
+    with pytest.raises(checkpoint.CheckpointError, match="has format 'vae-dogs/1', expected 'vae-dogs/2'"):
+        checkpoint.load(tmp_path)
+    (tmp_path / checkpoint.CARD_FILE).write_text(json.dumps(card))
+    with open(tmp_path / checkpoint.WEIGHTS_FILE, "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"\0" * 10)
+    with pytest.raises(checkpoint.CheckpointError, match="do not match the SHA-256"):
+        checkpoint.load(tmp_path)
+    (tmp_path / checkpoint.CARD_FILE).write_text("{not json")
+    with pytest.raises(checkpoint.CheckpointError, match="not valid JSON"):
+        checkpoint.load(tmp_path)
+
+
+def test_save_and_load_keep_every_weight(tiny_diffusion_checkpoint: Path, tmp_path: Path) -> None:
+    model, card = checkpoint.load(tiny_diffusion_checkpoint)
+    checkpoint.save(model, {k: v for k, v in card.items() if k != "weights_sha256"}, tmp_path)
+    again, again_card = checkpoint.load(tmp_path)
+    assert again_card["weights_sha256"] == card["weights_sha256"]  # the same bytes
+    assert again.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
+
+
+def test_the_committed_default_loads_as_described() -> None:
+    model, card = checkpoint.load(ROOT / "checkpoints" / "dogs64")
+    assert model.prior.kind == "diffusion" and model.prior.guide is not None
+    assert model.sampling.to_dict() == card["sampling"]
+    assert card["recipe"] == "recipes/dogs64.toml" and (ROOT / card["recipe"]).is_file()

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from model.sampler import SamplerSettings
+from training.evaluate import evaluate, fid_sweep
+from training.evaluate import main as evaluate_main
+
+
+def test_fid_is_computed_with_the_bundled_inception(
+    tiny_checkpoint: Path, folders_data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    metrics = evaluate(
+        tiny_checkpoint, folders_data, out=tmp_path, fid_samples=6, cache_dir=cache_dir, update_card=False
+    )
+    assert metrics["fid_prior_samples"] > 0 and math.isfinite(metrics["fid_prior_samples"])
+    assert metrics["fid_real_vs_real"] >= 0
+    assert metrics["fid_reconstructions"] > 0 and math.isfinite(metrics["fid_reconstructions"])
+
+
+def test_the_sweep_reproduces_the_evaluation_at_the_checkpoints_settings(
+    tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    flags = ["--data", str(folders_data), "--fid-samples", "6", "--cache-dir", str(cache_dir)]
+    sweep = ["--sweep", "guidance=1,2", "temperature=1"]
+    rows = evaluate_main([str(tiny_diffusion_checkpoint), *flags, *sweep])["fid_sweep"]
+    assert [(r["sampling"]["guidance"], r["temperature"]) for r in rows] == [(1.0, 1.0), (2.0, 1.0)]
+    assert {r["sampling"]["steps"] for r in rows} == {4}  # the others stay the checkpoint's
+    metrics = evaluate(
+        tiny_diffusion_checkpoint,
+        folders_data,
+        out=tmp_path / "eval",
+        fid_samples=6,
+        cache_dir=cache_dir,
+        update_card=False,
+    )  # the checkpoint's own settings: guidance 2
+    assert math.isclose(rows[1]["fid_prior_samples"], metrics["fid_prior_samples"], rel_tol=1e-6)
+    assert rows[1]["generated_breed_top1"] == metrics["generated_breed_top1"]
+    assert rows[0]["fid_prior_samples"] != rows[1]["fid_prior_samples"]
+
+
+def test_temperatures_are_swept_beside_the_settings(tmp_path: Path) -> None:
+    import argparse
+
+    from training.evaluate import split_temperatures
+
+    temperatures, rest = split_temperatures(argparse.ArgumentParser(), ["eta=0,1", "temperature=1,0.5"])
+    assert temperatures == (1.0, 0.5) and rest == ["eta=0,1"]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (["guidance_max_t=0.5"], "NAME one of"),
+        (["eta=2"], "sampler setting eta must be"),
+        (["temperature=9"], "temperatures must lie in [0, 3]"),
+    ],
+)
+def test_bad_sweeps_are_refused_before_any_sampling(
+    sweep: list[str], message: str, tiny_diffusion_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tiny_diffusion_checkpoint), "--data", "nowhere", "--sweep", *sweep])
+    assert message in capsys.readouterr().err
+
+
+def test_a_gaussian_prior_has_no_sampler_settings_to_sweep(tiny_checkpoint: Path, folders_data: Path) -> None:
+    with pytest.raises(SystemExit, match="gaussian prior"):
+        fid_sweep(tiny_checkpoint, folders_data, [SamplerSettings(guidance=3.0)], fid_samples=6)
