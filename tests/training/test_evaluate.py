@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from model.sampler import SamplerSettings
-from training.evaluate import evaluate, fid_sweep
+from training.evaluate import evaluate
 from training.evaluate import main as evaluate_main
+from training.fid import fid_sweep
 
 
 def test_fid_is_computed_with_the_bundled_inception(

@@ -14,8 +14,14 @@ TINY = """
 [[stage]]
 name = "vae"
 command = "training"
-args = { epochs = 2, stop_after = 1, batch_size = 8, channels = "8,16,16,32", classifier_channels = "8,16,16,32",
-         latent_channels = 2, no_progress = true }
+[stage.args]
+epochs = 2
+stop_after = 1
+batch_size = 8
+channels = "8,16,16,32"
+classifier_channels = "8,16,16,32"
+latent_channels = 2
+no_progress = true
 
 [[stage]]
 name = "prior"
@@ -55,7 +61,7 @@ def test_a_recipe_runs_its_stages_in_order_and_skips_finished_ones(
 
 def test_a_stopped_training_stage_is_resumed(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(TINY.replace("stop_after = 1, ", ""))
+    recipe.write_text(TINY.replace("stop_after = 1\n", ""))
     (tmp_path / "run" / "vae").mkdir(parents=True)
     (tmp_path / "run" / "vae" / "resume.json").write_text("{}")
     states = run_recipe([str(recipe), "--data", str(folders_data), "--out", str(tmp_path / "run"), "--dry-run"])
@@ -68,7 +74,7 @@ def test_a_stopped_training_stage_is_resumed(tmp_path: Path, folders_data: Path,
         ('[[stage]]\nname = "a"\ncommand = "rm"\n', "needs a name and a command"),
         ('[[stage]]\nname = "a"\ncommand = "training.prior"\ninit_from = "b"\n', "not an earlier stage"),
         ('[[stage]]\nname = "a"\ncommand = "training.evaluate"\n', "needs a source stage"),
-        ("", "has no [[stage]]"),
+        ("", r"has no \[\[stage\]\]"),
     ],
 )
 def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model import checkpoint
-from training.evaluate import fid_sweep
+from training.fid import fid_sweep
 from training.sampling import main as choose_sampling
 
 
