@@ -302,17 +302,13 @@ def main(argv: list[str] | None = None) -> Path:
     model = DogModel(vae, GaussianPrior(vae))
     if args.init_from and not args.resume:
         source, source_card = checkpoint.load(args.init_from, ddp.device)
-        if (
-            source.vae.cfg != (source.vae.cfg if args.decoder_only else cfg)
-            or [b["name"] for b in source_card["breeds"]] != breeds
-        ):
+        if args.decoder_only:  # the source's architecture, prior and sampler settings: the latents do not change
+            cfg, vae, model = source.vae.cfg, source.vae, source
+            freeze_all_but_decoder(vae)
+        if source.vae.cfg != cfg or [b["name"] for b in source_card["breeds"]] != breeds:
             raise SystemExit(f"--init-from: {args.init_from} has another architecture or breed list")
         vae.load_state_dict(source.vae.state_dict())
         stages = list(source_card.get("stages", []))
-        if args.decoder_only:  # the source's prior and sampler settings stay: the latents do not change
-            vae, model = source.vae, source
-            cfg = vae.cfg
-            freeze_all_but_decoder(vae)
     opt = make_optimizer(vae, args.lr, args.weight_decay)
     start_epoch, history = 0, []
     if args.resume:
