@@ -42,7 +42,13 @@ def git_commit() -> str | None:
 
 def command_args(args: Any) -> dict[str, Any]:
     """A parsed command line as JSON-ready values, for the card."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {k: plain(v) for k, v in vars(args).items()}
 
 
 def lr_at(step: int, total: int, base: float, warmup: int = 300) -> float:

@@ -1,4 +1,5 @@
-"""Dog photo data sets: three on-disk layouts, a recorded split, and a preprocessed cache.
+"""Dog photo data sets: three on-disk layouts, several roots at once, duplicates removed, a recorded split, and a
+preprocessed cache.
 
 Layouts read without conversion (detected in this order):
 
@@ -7,6 +8,10 @@ Layouts read without conversion (detected in this order):
   synset, lower-cased (``chihuahua``). The ``Images`` folder itself may be given too.
 * **folders** — one folder per breed: ``images/<breed>/*.jpg`` (what ``../shared/dogs`` is). The
   ``images`` folder itself may be given too.
+
+Several roots (e.g. the Kaggle set and ``../shared/dogs``) are read together, each in its own layout. Photo sets
+drawn from one source share photos, so near-duplicates (64-bit difference hashes of the whole photos within
+``DUPLICATE_BITS`` bits) are dropped, the first copy kept, *before* the split: no photo can be on both sides.
 
 Decoding JPEGs on two cores is slower than the model, so every photo is decoded once, centre-cropped to a
 square, resized to the training resolution and kept in a ``uint8`` array cached on disk.
@@ -21,6 +26,7 @@ import os
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from model.imaging import load_square
@@ -55,8 +62,8 @@ class Photo:
 
 @dataclass(frozen=True)
 class DogPhotos:
-    root: Path
-    layout: str
+    roots: tuple[Path, ...]
+    layout: str  # one per root, joined by "+"
     photos: list[Photo]
 
     @property
@@ -66,6 +73,9 @@ class DogPhotos:
     def counts(self) -> dict[str, int]:
         counts = Counter(p.breed for p in self.photos)
         return {b: counts[b] for b in self.breeds}
+
+    def without(self, ids: set[str]) -> DogPhotos:
+        return DogPhotos(self.roots, self.layout, [p for p in self.photos if p.id not in ids])
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -104,9 +114,24 @@ def _has_stanford_folders(folder: Path) -> bool:
     return folder.is_dir() and any(STANFORD_FOLDER.match(p.name) for p in folder.iterdir() if p.is_dir())
 
 
-def find_photos(root: str | os.PathLike[str]) -> DogPhotos:
-    """Detect the layout under ``root`` and list its labelled photos."""
-    root = Path(root).expanduser()
+def find_photos(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> DogPhotos:
+    """Detect the layout under each root and list their labelled photos, root after root."""
+    roots = [data] if isinstance(data, str | os.PathLike) else list(data)
+    if not roots:
+        raise DataLayoutError(f"no data folder given; {LAYOUTS_HELP}")
+    layouts, photos, seen = [], [], {}
+    for root in roots:
+        layout, found = _find_in(Path(root).expanduser())
+        for photo in found:
+            if photo.id in seen:
+                raise DataLayoutError(f"photo id {photo.id!r} is under both {seen[photo.id]} and {root}")
+            seen[photo.id] = root
+        layouts.append(layout)
+        photos += found
+    return DogPhotos(tuple(Path(r).expanduser() for r in roots), "+".join(layouts), photos)
+
+
+def _find_in(root: Path) -> tuple[str, list[Photo]]:
     if not root.is_dir():
         raise DataLayoutError(f"data path {root} is not a folder; {LAYOUTS_HELP}")
     if (root / "labels.csv").is_file() and (root / "train").is_dir():
@@ -125,7 +150,56 @@ def find_photos(root: str | os.PathLike[str]) -> DogPhotos:
             raise DataLayoutError(f"no dog photos found under {root}; {LAYOUTS_HELP}")
     if not photos:
         raise DataLayoutError(f"the {layout} layout under {root} lists no readable photos; {LAYOUTS_HELP}")
-    return DogPhotos(root=root, layout=layout, photos=photos)
+    return layout, photos
+
+
+# --- duplicates --------------------------------------------------------------------------
+DUPLICATE_BITS = 4  # the same photo re-encoded or resized differs in 0-1 bits; different photos in about 32
+
+
+def difference_hash(path: str) -> int:
+    """The 64-bit difference hash of a whole photo: is each cell of a 9x8 grey thumbnail (Lanczos) brighter than its
+    right neighbour. Resizing and re-encoding a photo moves it by 0-4 bits; two different photos differ in ~32."""
+    with Image.open(path) as img:
+        grey = np.asarray(img.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+    return int(np.packbits((grey[:, 1:] > grey[:, :-1]).flatten()).view(">u8")[0])
+
+
+def photo_hashes(photos: DogPhotos, cache_dir: Path | None = None, workers: int | None = None) -> np.ndarray:
+    """(N,) uint64 difference hashes of ``photos``, row for row, cached like the decoded images."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache_dir / f"{_listing_key(photos)}-dhash.npy"
+    if path.is_file():
+        cached = np.load(path)
+        if len(cached) == len(photos.photos):
+            return cached
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers) as pool:
+        jobs = pool.map(difference_hash, [str(p.path) for p in photos.photos], chunksize=256)
+        hashes = np.array(list(tqdm(jobs, total=len(photos.photos), desc="hashing photos")), dtype=np.uint64)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, hashes)
+    os.replace(tmp, path)
+    return hashes
+
+
+def near_duplicates(hashes: np.ndarray, max_bits: int = DUPLICATE_BITS) -> list[int]:
+    """Indices of the images whose hash is within ``max_bits`` of an earlier image's: the copies to drop."""
+    dropped = []
+    for start in range(0, len(hashes), 512):
+        block = hashes[start : start + 512]
+        distance = np.bitwise_count(block[:, None] ^ hashes[None, : start + len(block)])
+        for row, i in enumerate(range(start, start + len(block))):
+            if (distance[row, :i] <= max_bits).any():
+                dropped.append(i)
+    return dropped
+
+
+def without_duplicates(photos: DogPhotos, cache_dir: Path | None = None) -> tuple[DogPhotos, list[str]]:
+    """``photos`` less the later copy of every near-duplicate pair, and the ids dropped."""
+    dropped = [photos.photos[i].id for i in near_duplicates(photo_hashes(photos, cache_dir))]
+    return photos.without(set(dropped)), dropped
 
 
 # --- split -------------------------------------------------------------------------------
@@ -135,7 +209,11 @@ class SplitRecipe:
 
     seed: int = 0
     validation_fraction: float = 0.1
-    method: str = "per-breed: sort ids, shuffle with random.Random(f'{seed}-{breed}'), first ceil(fraction*n) held out"
+    min_validation: int = 10  # photos held out per breed at least (always one left to train on)
+    method: str = (
+        "per-breed: sort ids, shuffle with random.Random(f'{seed}-{breed}'), "
+        "first max(min_validation, ceil(fraction*n)) held out"
+    )
 
 
 def limit_per_breed(photos: DogPhotos, max_per_breed: int | None) -> DogPhotos:
@@ -148,7 +226,7 @@ def limit_per_breed(photos: DogPhotos, max_per_breed: int | None) -> DogPhotos:
         if kept.get(p.breed, 0) < max_per_breed:
             kept[p.breed] = kept.get(p.breed, 0) + 1
             limited.append(p)
-    return DogPhotos(photos.root, photos.layout, limited)
+    return DogPhotos(photos.roots, photos.layout, limited)
 
 
 def split_ids(photos: DogPhotos, recipe: SplitRecipe) -> tuple[list[str], list[str]]:
@@ -160,7 +238,8 @@ def split_ids(photos: DogPhotos, recipe: SplitRecipe) -> tuple[list[str], list[s
     for breed in sorted(by_breed):
         ids = sorted(by_breed[breed])
         random.Random(f"{recipe.seed}-{breed}").shuffle(ids)
-        n_val = min(len(ids) - 1, int(np.ceil(recipe.validation_fraction * len(ids)))) if len(ids) > 1 else 0
+        wanted = max(recipe.min_validation, int(np.ceil(recipe.validation_fraction * len(ids))))
+        n_val = min(len(ids) - 1, wanted) if len(ids) > 1 else 0
         val += ids[:n_val]
         train += ids[n_val:]
     return sorted(train), sorted(val)
@@ -169,6 +248,12 @@ def split_ids(photos: DogPhotos, recipe: SplitRecipe) -> tuple[list[str], list[s
 # --- decoding and cache ------------------------------------------------------------------
 def _load_for_pool(args: tuple[str, int]) -> np.ndarray:
     return load_square(args[0], args[1])
+
+
+def _listing_key(photos: DogPhotos, size: int | None = None) -> str:
+    listing = "\n".join(f"{p.id}\t{p.breed}\t{p.path.stat().st_size}" for p in photos.photos)
+    roots = "\n".join(str(r.resolve()) for r in photos.roots)
+    return hashlib.sha256(f"{roots}\n{size}\n{listing}".encode()).hexdigest()[:16]
 
 
 def default_cache_dir() -> Path:
@@ -193,8 +278,7 @@ class ImageArray:
 def load_images(photos: DogPhotos, size: int, cache_dir: Path | None = None, workers: int | None = None) -> ImageArray:
     """Decode every photo at ``size`` px, reusing the on-disk cache when the photo list is unchanged."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    listing = "\n".join(f"{p.id}\t{p.breed}\t{p.path.stat().st_size}" for p in photos.photos)
-    key = hashlib.sha256(f"{photos.root.resolve()}\n{size}\n{listing}".encode()).hexdigest()[:16]
+    key = _listing_key(photos, size)
     npy, meta = cache_dir / f"{key}-{size}px.npy", cache_dir / f"{key}-{size}px.json"
     ids = [p.id for p in photos.photos]
     breeds = [p.breed for p in photos.photos]
@@ -277,10 +361,17 @@ def balanced_indices(labels: torch.Tensor, n_samples: int, generator: torch.Gene
     return torch.multinomial(weights, n_samples, replacement=True, generator=generator)
 
 
-def held_out_photos(card: dict[str, Any], images: ImageArray, data: Path) -> ImageArray:
+def held_out_photos(card: dict[str, Any], images: ImageArray, data: object) -> ImageArray:
     """The checkpoint's held-out photos (its card's split) among ``images``; exits if any is missing."""
     val_ids = card["split"]["validation_ids"]
     missing = sorted(set(val_ids) - set(images.ids))
     if missing:
         raise SystemExit(f"{len(missing)} held-out photos of this checkpoint are not under {data} (e.g. {missing[:3]})")
     return images.select(val_ids)
+
+
+def training_ids(card: dict[str, Any], images: ImageArray) -> list[str]:
+    """The checkpoint's training photos among ``images``: every photo but the held-out ones and the duplicates its
+    split dropped (a dropped copy of a held-out photo must not train a later stage)."""
+    excluded = set(card["split"]["validation_ids"]) | set(card["split"].get("excluded_ids", []))
+    return [i for i in images.ids if i not in excluded]

@@ -173,7 +173,7 @@ def ancestry_recovery(
 
 def evaluate(
     checkpoint_dir: Path,
-    data: Path,
+    data: Path | list[Path],
     out: Path | None = None,
     fid_samples: int = 1000,
     seed: int = 0,
@@ -228,7 +228,7 @@ def evaluate(
         n_real = min(fid_samples, len(val_ids))
         real_stats, generator = held_out_reference(fid, val_ids, val.pixels, n_real, seed, image_size, cache_dir)
         sample_stats = fid.statistics(samples[:fid_samples], "FID: prior samples")
-        floor_stats, floor_photos = training_reference(fid, images, val_ids, n_real, generator, image_size, cache_dir)
+        floor_stats, floor_photos = training_reference(fid, images, card, n_real, generator, image_size, cache_dir)
         # The same training photos through the autoencoder: the FID no prior can beat with this decoder.
         reconstructions = torch.cat(
             [latent_ops.reconstruct(model, floor_photos[i : i + 100]) for i in range(0, n_real, 100)]
@@ -256,7 +256,7 @@ def evaluate(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path, help="checkpoint folder (model.safetensors + card.json)")
-    p.add_argument("--data", type=Path, required=True, help="the data folder the checkpoint was trained on")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="the data folders the checkpoint was trained on")
     p.add_argument("--out", type=Path, default=None, help="output folder (default <checkpoint>/eval)")
     p.add_argument("--fid-samples", type=int, default=1000, help="0 skips FID")
     p.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,15 @@ from tqdm import tqdm
 from model import checkpoint, latent_ops
 from model.prior import DogModel
 from model.sampler import SamplerSettings
-from training.data import ImageArray, default_cache_dir, find_photos, held_out_photos, load_images, to_tensor
+from training.data import (
+    ImageArray,
+    default_cache_dir,
+    find_photos,
+    held_out_photos,
+    load_images,
+    to_tensor,
+    training_ids,
+)
 
 
 def balanced_samples(
@@ -117,7 +125,7 @@ def held_out_reference(
 def training_reference(
     fid: FID,
     images: ImageArray,
-    val_ids: list[str],
+    card: dict[str, Any],
     n: int,
     generator: torch.Generator,
     image_size: int,
@@ -125,7 +133,7 @@ def training_reference(
 ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """FID statistics (cached) and pixels of ``n`` training photos, drawn with ``generator`` after the held-out draw:
     the real-vs-real floor's photos, and the reference sampling settings are chosen against."""
-    train_ids = sorted(set(images.ids) - set(val_ids))
+    train_ids = sorted(training_ids(card, images))
     rows = torch.randperm(len(train_ids), generator=generator)[:n].tolist()
     ids = [train_ids[r] for r in rows]
     photos = to_tensor(images.select(ids).pixels)
@@ -137,7 +145,7 @@ REFERENCES = ("held-out", "training")
 
 def fid_sweep(
     checkpoint_dir: Path,
-    data: Path,
+    data: Path | list[Path],
     candidates: list[SamplerSettings] | None = None,
     temperatures: tuple[float, ...] = (1.0,),
     fid_samples: int = 1000,
@@ -177,7 +185,7 @@ def fid_sweep(
     n = min(fid_samples, len(val.ids))
     real_stats, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, image_size, cache_dir)
     if reference == "training":
-        real_stats, _ = training_reference(fid, images, val.ids, n, generator, image_size, cache_dir)
+        real_stats, _ = training_reference(fid, images, card, n, generator, image_size, cache_dir)
     rows = []
     for sampling in candidates:
         for temperature in temperatures:

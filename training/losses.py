@@ -5,10 +5,13 @@
   frozen breed head must recognise the breed a sample was decoded as; cf. CVAE-GAN, Bao et al. 2017).
 * :func:`denoising_loss`: the latent diffusion prior's v-prediction loss with condition dropout for classifier-free
   guidance.
-* :class:`Discriminator` and :func:`adaptive_weight`: a projection discriminator (Miyato & Koyama 2018, spectral
-  norm) and the VQGAN balance of a reconstruction and an adversarial loss at the decoder's last layer (Esser et
-  al. 2021), kept for an adversarial term in the first stage's loss (the adversarial decoder stage of earlier
-  defaults is recorded in docs/experiments.md).
+* The autoencoder recipe of VQGAN / Stable Diffusion (Esser et al. 2021, Rombach et al. 2022), as optional terms of
+  the same loss: a perceptual distance of the reconstruction (shift-tolerant LPIPS, ``training/perceptual.py``)
+  and a hinge loss against a :class:`PatchDiscriminator` that starts once reconstructions have settled, weighted
+  by :func:`adaptive_weight`, the ratio of the reconstruction's and the adversarial term's gradients at the
+  decoder's last layer.
+* :class:`Discriminator`: a projection discriminator (Miyato & Koyama 2018, spectral norm), breed-aware, from the
+  adversarial decoder stage of earlier defaults (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ class LossWeights:
     breed_weight: float = 1.0  # the breed head has its own trunk, so no balancing against pixels
     generated_breed_weight: float = 3.0
     generated_fraction: float = 0.25  # share of each batch decoded from N(0, I) for the consistency term
+    # + perceptual_weight * (pixels per image) * LPIPS(reconstruction, photo): per pixel, like the pixel term
+    perceptual_weight: float = 0.0
+    perceptual_images: int = 16  # images of each batch it scores: on a CPU it costs more than the VAE itself
+    # + adversarial_weight * adaptive weight * hinge generator loss, from step adversarial_start on
+    adversarial_weight: float = 0.0
+    adversarial_start: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +59,7 @@ class LossTerms:
     breed_correct: Tensor  # number of top-1 hits in the batch
     mse: Tensor  # mean squared error per pixel, images in [0, 1]
     extras: dict[str, float] = field(default_factory=dict)
+    reconstruction: Tensor | None = None  # detached, for the discriminator's step
 
 
 def gaussian_nll(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
@@ -58,8 +68,17 @@ def gaussian_nll(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     return 0.5 * ((x - mean) * torch.exp(-log_scale)).pow(2) + log_scale + 0.5 * math.log(2 * math.pi)
 
 
-def stage1_loss(vae: BreedVAE, x: Tensor, breeds: Tensor, weights: LossWeights, kl_scale: float = 1.0) -> LossTerms:
-    """Negative ELBO plus the breed terms for a batch of images in [0, 1]. The consistency term only in training
+def stage1_loss(
+    vae: BreedVAE,
+    x: Tensor,
+    breeds: Tensor,
+    weights: LossWeights,
+    kl_scale: float = 1.0,
+    perceptual: nn.Module | None = None,
+    discriminator: nn.Module | None = None,
+) -> LossTerms:
+    """Negative ELBO plus the breed terms for a batch of images in [0, 1], plus the perceptual and adversarial terms
+    when their networks are given (``discriminator``: only once it plays). The consistency term only in training
     mode: evaluation reports the ELBO and breed terms, so it skips that extra decode."""
     n_breeds = vae.cfg.n_breeds
     mu, log_var = vae.encode(x)
@@ -71,8 +90,20 @@ def stage1_loss(vae: BreedVAE, x: Tensor, breeds: Tensor, weights: LossWeights, 
     kl = kl_per_dim.sum()
     logits = vae.breed_logits(x)
     breed_ce = F.cross_entropy(logits, breeds, label_smoothing=0.1)
-    loss = pixel_nll + weights.beta * kl_scale * kl + weights.breed_weight * breed_ce
     extras: dict[str, float] = {}
+    reconstruction = pixel_nll
+    if perceptual is not None and weights.perceptual_weight > 0:
+        k = min(weights.perceptual_images, len(x))
+        distance = perceptual(x_hat[:k], x[:k]).mean()
+        reconstruction = reconstruction + weights.perceptual_weight * x[0].numel() * distance
+        extras["perceptual"] = distance.item()
+    loss = reconstruction + weights.beta * kl_scale * kl + weights.breed_weight * breed_ce
+    if discriminator is not None and weights.adversarial_weight > 0:
+        frozen = {k: v.detach() for k, v in discriminator.named_parameters()}  # its own step trains it
+        generator = -torch.func.functional_call(discriminator, frozen, (x_hat,)).mean()
+        balance = adaptive_weight(reconstruction, generator, vae.decoder.head[-1].weight)
+        loss = loss + weights.adversarial_weight * balance * generator
+        extras |= {"generator": generator.item(), "adaptive_weight": balance.item()}
     use_generated = vae.training and weights.generated_breed_weight > 0
     n_generated = int(round(weights.generated_fraction * x.shape[0])) if use_generated else 0
     if n_generated > 0:
@@ -82,7 +113,7 @@ def stage1_loss(vae: BreedVAE, x: Tensor, breeds: Tensor, weights: LossWeights, 
         fake_logits = torch.func.functional_call(vae.breed_head, frozen, (fake,))
         generated_ce = F.cross_entropy(fake_logits, target)
         loss = loss + weights.generated_breed_weight * generated_ce
-        extras = {
+        extras |= {
             "generated_breed_ce": generated_ce.item(),
             "generated_breed_acc": (fake_logits.argmax(1) == target).float().mean().item(),
         }
@@ -95,18 +126,46 @@ def stage1_loss(vae: BreedVAE, x: Tensor, breeds: Tensor, weights: LossWeights, 
         breed_correct=(logits.argmax(1) == breeds).sum().detach(),
         mse=F.mse_loss(x_hat, x).detach(),
         extras=extras,
+        reconstruction=x_hat.detach(),
     )
 
 
-class Stage1Objective(nn.Module):
-    """``stage1_loss`` as a module's forward, so that DistributedDataParallel sees the VAE's parameters."""
+class PatchDiscriminator(nn.Module):
+    """D(x): a real/fake logit for every overlapping patch of an image in [0, 1] (PatchGAN, Isola et al. 2017; the
+    VQGAN discriminator's shape, with group norm): judges texture, not the whole dog."""
 
-    def __init__(self, vae: BreedVAE, weights: LossWeights) -> None:
+    def __init__(self, channels: int = 64, layers: int = 3) -> None:
         super().__init__()
-        self.vae, self.weights = vae, weights
+        blocks: list[nn.Module] = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        width = channels
+        for i in range(1, layers + 1):
+            out = channels * min(2**i, 8)
+            stride = 2 if i < layers else 1
+            blocks += [nn.Conv2d(width, out, 4, stride, 1), nn.GroupNorm(8, out), nn.LeakyReLU(0.2)]
+            width = out
+        blocks.append(nn.Conv2d(width, 1, 4, 1, 1))
+        self.net = nn.Sequential(*blocks)
 
-    def forward(self, x: Tensor, breeds: Tensor, kl_scale: float = 1.0) -> LossTerms:
-        return stage1_loss(self.vae, x, breeds, self.weights, kl_scale)
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x * 2 - 1)
+
+
+def hinge_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:
+    return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+
+
+class Stage1Objective(nn.Module):
+    """``stage1_loss`` as a module's forward, so that DistributedDataParallel sees the VAE's parameters. The
+    perceptual network is frozen; the discriminator is trained by its own step, and held here only to be called."""
+
+    def __init__(self, vae: BreedVAE, weights: LossWeights, perceptual: nn.Module | None = None) -> None:
+        super().__init__()
+        self.vae, self.weights, self.perceptual = vae, weights, perceptual
+
+    def forward(
+        self, x: Tensor, breeds: Tensor, kl_scale: float = 1.0, discriminator: nn.Module | None = None
+    ) -> LossTerms:
+        return stage1_loss(self.vae, x, breeds, self.weights, kl_scale, self.perceptual, discriminator)
 
 
 CONDITION_DROPOUT = 0.1  # share of training rows with the breed condition dropped (y = 0): classifier-free guidance

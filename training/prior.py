@@ -39,14 +39,16 @@ from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.imaging import labelled_rows
 from model.prior import DiffusionPrior, DogModel
 from training.common import command_args, git_commit, lr_at, posterior_means, resolve_device, set_threads
-from training.data import balanced_indices, find_photos, held_out_photos, limit_per_breed, load_images
+from training.data import balanced_indices, find_photos, held_out_photos, limit_per_breed, load_images, training_ids
 from training.losses import denoising_loss
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n")[0])
     p.add_argument("--init-from", type=Path, required=True, help="a checkpoint made by python -m training")
-    p.add_argument("--data", type=Path, required=True, help="the data folder that checkpoint was trained on")
+    p.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="the data folders that checkpoint was trained on"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint")
     p.add_argument(
         "--prior-from",
@@ -103,7 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def split_latents(
-    model: DogModel, card: dict[str, Any], data: Path, cache_dir: Path | None, device: torch.device, mirrored: bool
+    model: DogModel,
+    card: dict[str, Any],
+    data: list[Path],
+    cache_dir: Path | None,
+    device: torch.device,
+    mirrored: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Posterior means and breed indices of the checkpoint's training and held-out photos, and (``mirrored``)
     the posterior means of the training photos' mirror images, row for row."""
@@ -113,8 +120,7 @@ def split_latents(
         raise SystemExit(f"{data} has breeds {photos.breeds}, but the checkpoint was trained on {breeds}")
     images = load_images(photos, model.vae.cfg.image_size, cache_dir)
     val = held_out_photos(card, images, data)
-    held_out = set(val.ids)
-    train = images.select([i for i in images.ids if i not in held_out])
+    train = images.select(training_ids(card, images))
     index = {b: i for i, b in enumerate(breeds)}
     vae = model.vae
     return (

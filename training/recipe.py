@@ -82,15 +82,14 @@ def flags(args: dict[str, Any]) -> list[str]:
     return out
 
 
-def stage_command(stage: Stage, out: Path, data: Path, cache_dir: Path | None, resume: bool) -> list[str]:
+def stage_command(stage: Stage, out: Path, data: list[Path], cache_dir: Path | None, resume: bool) -> list[str]:
     folder = out / stage.name
     argv = [sys.executable, "-m", stage.command]
     if stage.source:
         argv.append(str(out / stage.source))
-    if stage.command == "training.evaluate":
-        argv += ["--data", str(data)]
-    else:
-        argv += ["--data", str(data), "--out", str(folder)]
+    argv += ["--data", *map(str, data)]
+    if stage.command != "training.evaluate":
+        argv += ["--out", str(folder)]
     argv += [f for k, ref in stage.links.items() for f in (f"--{k.replace('_', '-')}", str(out / ref))]
     argv += flags(stage.args)
     if cache_dir is not None:
@@ -112,7 +111,7 @@ def state_of(stage: Stage, out: Path) -> str:
 def main(argv: list[str] | None = None) -> list[str]:
     p = argparse.ArgumentParser(prog="python -m training.recipe", description=__doc__.split("\n")[0])
     p.add_argument("recipe", type=Path, help="a recipe file, e.g. recipes/dogs64.toml")
-    p.add_argument("--data", type=Path, required=True, help="the data folder every stage trains or evaluates on")
+    p.add_argument("--data", type=Path, nargs="+", required=True, help="the data folders every stage reads")
     p.add_argument("--out", type=Path, required=True, help="the run folder: one subfolder per stage")
     p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache (default ~/.cache/vae-dogs)")
     p.add_argument("--dry-run", action="store_true", help="list the stages, their state and commands; run nothing")

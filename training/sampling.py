@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="attach this checkpoint's diffusion prior (trained on the same VAE) as the autoguidance guide",
     )
-    p.add_argument("--data", type=Path, default=None, help="the data folder the checkpoint was trained on (to measure)")
+    p.add_argument(
+        "--data", type=Path, nargs="+", default=None, help="the data folders the checkpoint was trained on (to measure)"
+    )
     p.add_argument("--fid-samples", type=int, default=1000, help="prior samples (and training photos) per FID")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

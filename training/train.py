@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -57,8 +58,16 @@ from training.data import (
     load_images,
     split_ids,
     to_tensor,
+    without_duplicates,
 )
-from training.losses import LossWeights, Stage1Objective, held_out_metrics
+from training.losses import (
+    LossWeights,
+    PatchDiscriminator,
+    Stage1Objective,
+    held_out_metrics,
+    hinge_discriminator_loss,
+)
+from training.perceptual import load_lpips
 
 RESUME_WEIGHTS = "resume.safetensors"
 RESUME_STATE = "resume.json"
@@ -66,7 +75,14 @@ RESUME_STATE = "resume.json"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="data folder (Kaggle, Stanford Dogs or images/<breed>/ layout)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="data folders, each in the Kaggle, Stanford Dogs or images/<breed>/ layout; near-duplicate "
+        "photos across them are dropped (the first folder's copy kept) before the split",
+    )
     p.add_argument("--out", required=True, help="output folder for the checkpoint, metrics and figures")
     p.add_argument("--resolution", type=int, default=64, choices=(64, 128))
     p.add_argument("--epochs", type=int, default=30, help="length of the learning-rate schedule")
@@ -92,6 +108,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kl-warmup-epochs", type=float, default=3.0)
     p.add_argument("--generated-breed-weight", type=float, default=3.0)
     p.add_argument(
+        "--perceptual-weight",
+        type=float,
+        default=0.0,
+        help="shift-tolerant LPIPS of the reconstructions, per pixel like the pixel term (VQGAN: 1)",
+    )
+    p.add_argument("--perceptual-images", type=int, default=16, help="images of each batch the perceptual term scores")
+    p.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=0.0,
+        help="hinge loss against a patch discriminator, times the adaptive weight (VQGAN: 0.5); one process",
+    )
+    p.add_argument("--adversarial-start", type=int, default=0, help="training step from which the discriminator plays")
+    p.add_argument("--discriminator-lr", type=float, default=2e-4)
+    p.add_argument(
         "--decoder-only",
         action="store_true",
         help="fine-tune only the decoder (with the breed embeddings and pixel scale) of --init-from; the "
@@ -104,7 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "term, samples from N(0, I)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--validation-fraction", type=float, default=0.1, help="share of each breed's photos held out")
+    p.add_argument("--min-validation", type=int, default=10, help="photos held out per breed at least")
     p.add_argument("--max-per-breed", type=int, default=None, help="use at most this many photos per breed")
     p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache (default ~/.cache/vae-dogs)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch saved in --out")
@@ -122,12 +154,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--epochs, --batch-size and --latent-dim must be positive, --latent-channels must not be negative")
     if args.stop_after is not None and not 1 <= args.stop_after <= args.epochs:
         p.error("--stop-after must lie between 1 and --epochs")
-    non_negative = ("lr", "weight_decay", "beta", "kl_warmup_epochs", "generated_breed_weight")
+    non_negative = ("lr", "weight_decay", "beta", "kl_warmup_epochs", "generated_breed_weight", "perceptual_weight",
+                    "perceptual_images", "adversarial_weight", "adversarial_start", "discriminator_lr")  # fmt: skip
     bad = [f"--{name.replace('_', '-')}" for name in non_negative if not getattr(args, name) >= 0]  # also catches NaN
     if bad:
         p.error(f"{', '.join(bad)}: must be a number that is not negative")
     if not 0 < args.validation_fraction < 1:
         p.error("--validation-fraction must lie strictly between 0 and 1")
+    if args.min_validation < 0:
+        p.error("--min-validation must not be negative")
     if args.max_per_breed is not None and args.max_per_breed < 2:
         p.error("--max-per-breed must be at least 2 (one photo to train on, one held out)")
     for flag in ("channels", "classifier_channels"):
@@ -137,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             widths = ()
         if not widths or min(widths) < 1:
             p.error(f"--{flag.replace('_', '-')} must be a comma-separated list of positive integers, e.g. 32,64,128")
+    if args.adversarial_weight and "RANK" in os.environ:
+        p.error("--adversarial-weight trains a discriminator in one process: not under torchrun")
     if args.decoder_only and (not args.init_from or args.resume or "RANK" in os.environ):
         p.error(
             "--decoder-only fine-tunes a trained checkpoint in one process: give --init-from, not torchrun or --resume"
@@ -197,29 +234,39 @@ def make_optimizer(vae: BreedVAE, lr: float, weight_decay: float) -> torch.optim
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def save_resume_state(out: Path, vae: BreedVAE, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Optimizer moments as safetensors and the counters as JSON: resuming needs no pickle either."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
-    opt_state = opt.state_dict()
-    for pid, slots in opt_state["state"].items():
-        for slot, value in slots.items():
-            tensors[f"opt.{pid}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
+def save_resume_state(
+    out: Path, parts: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], state: dict[str, Any]
+) -> None:
+    """Weights and optimizer moments as safetensors (by prefix: ``model.``, ``opt.``, ``disc.``, ``disc_opt.``) and
+    the counters as JSON: resuming needs no pickle either."""
+    tensors = {
+        f"{name}.{k}": v.detach().cpu().contiguous() for name, m in parts.items() for k, v in m.state_dict().items()
+    }
+    for name, optimizer in optimizers.items():
+        for pid, slots in optimizer.state_dict()["state"].items():
+            for slot, value in slots.items():
+                tensors[f"{name}.{pid}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
     tmp = out / f".{RESUME_WEIGHTS}.tmp"
     save_file(tensors, str(tmp))
     os.replace(tmp, out / RESUME_WEIGHTS)
     checkpoint.atomic_write_json(out / RESUME_STATE, state)
 
 
-def load_resume_state(out: Path, vae: BreedVAE, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_resume_state(
+    out: Path, parts: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> dict[str, Any]:
     state = json.loads((out / RESUME_STATE).read_text())
     tensors = load_file(str(out / RESUME_WEIGHTS))
-    vae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state = opt.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, pid, slot = key.split(".", 2)
-            opt_state["state"].setdefault(int(pid), {})[slot] = value
-    opt.load_state_dict(opt_state)
+    for name, module in parts.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, optimizer in optimizers.items():
+        opt_state = optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith(f"{name}."):
+                _, pid, slot = key.split(".", 2)
+                opt_state["state"].setdefault(int(pid), {})[slot] = value
+        optimizer.load_state_dict(opt_state)
     return state
 
 
@@ -262,22 +309,27 @@ def main(argv: list[str] | None = None) -> Path:
     show_progress = ddp.main and not args.no_progress
 
     photos = limit_per_breed(find_photos(args.data), args.max_per_breed)
-    breeds = photos.breeds
-    breed_index = {b: i for i, b in enumerate(breeds)}
-    recipe = SplitRecipe(seed=args.seed, validation_fraction=args.validation_fraction)
-    train_ids, val_ids = split_ids(photos, recipe)
-    # Rank 0 fills the cache; the others wait and then read it.
+    # Rank 0 fills the caches; the others wait and then read them.
+    if ddp.main:
+        without_duplicates(photos, args.cache_dir)
+    ddp.barrier()
+    photos, duplicates = without_duplicates(photos, args.cache_dir)  # before the split: no photo on both sides
     if ddp.main:
         images = load_images(photos, args.resolution, args.cache_dir)
     ddp.barrier()
     if not ddp.main:
         images = load_images(photos, args.resolution, args.cache_dir)
+    breeds = photos.breeds
+    breed_index = {b: i for i, b in enumerate(breeds)}
+    recipe = SplitRecipe(args.seed, args.validation_fraction, args.min_validation)
+    train_ids, val_ids = split_ids(photos, recipe)
     train, val = images.select(train_ids), images.select(val_ids)
     train_labels = torch.tensor([breed_index[b] for b in train.breeds])
     val_labels = torch.tensor([breed_index[b] for b in val.breeds])
     if ddp.main:
         print(
-            f"{photos.layout} layout: {len(photos.photos)} photos, {len(breeds)} breeds; "
+            f"{photos.layout} layout: {len(photos.photos)} photos ({len(duplicates)} duplicates dropped), "
+            f"{len(breeds)} breeds; "
             f"{len(train_ids)} train / {len(val_ids)} held out; device {ddp.device}, {ddp.world} process(es)",
             flush=True,
         )
@@ -294,7 +346,14 @@ def main(argv: list[str] | None = None) -> Path:
         classifier_channels=_ints(args.classifier_channels),
         **plain,
     )
-    weights = LossWeights(beta=args.beta, generated_breed_weight=0.0 if args.plain else args.generated_breed_weight)
+    weights = LossWeights(
+        beta=args.beta,
+        generated_breed_weight=0.0 if args.plain else args.generated_breed_weight,
+        perceptual_weight=args.perceptual_weight,
+        perceptual_images=args.perceptual_images,
+        adversarial_weight=args.adversarial_weight,
+        adversarial_start=args.adversarial_start,
+    )
     stages: list[dict[str, Any]] = []
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -310,23 +369,35 @@ def main(argv: list[str] | None = None) -> Path:
         vae.load_state_dict(source.vae.state_dict())
         stages = list(source_card.get("stages", []))
     opt = make_optimizer(vae, args.lr, args.weight_decay)
+    discriminator = PatchDiscriminator().to(ddp.device) if args.adversarial_weight else None
+    disc_opt = (
+        torch.optim.Adam(discriminator.parameters(), args.discriminator_lr, betas=(0.5, 0.9)) if discriminator else None
+    )
+    parts = {"model": vae} | ({"disc": discriminator} if discriminator else {})
+    optimizers = {"opt": opt} | ({"disc_opt": disc_opt} if disc_opt else {})
     start_epoch, history = 0, []
     if args.resume:
         if not (out / RESUME_STATE).is_file():
             raise SystemExit(f"--resume: no {RESUME_STATE} in {out}; start without --resume")
-        state = load_resume_state(out, vae, opt)
+        state = load_resume_state(out, parts, optimizers)
         if state["config"] != json.loads(json.dumps(cfg.to_dict())) or state["breeds"] != breeds:
             raise SystemExit(f"--resume: {out} was trained with another config or breed list")
         start_epoch, history, stages = state["epoch"], state["history"], state.get("stages", [])
-    objective = Stage1Objective(vae, weights)
+    perceptual = load_lpips().to(ddp.device) if args.perceptual_weight else None
+    objective = Stage1Objective(vae, weights, perceptual)
     wrapped = DistributedDataParallel(objective, broadcast_buffers=False) if ddp.enabled else objective
 
     steps_per_epoch = max(1, len(train_labels) // (args.batch_size * ddp.world))
     total_steps = steps_per_epoch * args.epochs
     card_base = {
         "breeds": [{"name": b, "photos": c} for b, c in photos.counts().items()],
-        "data": {"layout": photos.layout, "photos": len(photos.photos), "max_per_breed": args.max_per_breed},
-        "split": {**asdict(recipe), "train": len(train_ids), "validation_ids": val_ids},
+        "data": {
+            "roots": [str(r) for r in photos.roots],
+            "layout": photos.layout,
+            "photos": len(photos.photos),
+            "max_per_breed": args.max_per_breed,
+        },
+        "split": {**asdict(recipe), "train": len(train_ids), "validation_ids": val_ids, "excluded_ids": duplicates},
         "loss_weights": weights.to_dict(),
         "stages": [*stages, stage_record("training", args)],
         "git_commit": git_commit(),
@@ -340,6 +411,7 @@ def main(argv: list[str] | None = None) -> Path:
         aug_gen = torch.Generator().manual_seed(args.seed * 7919 + epoch * 31 + ddp.rank)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", disable=not show_progress)
         sums = torch.zeros(6)
+        extras: dict[str, float] = {}
         vae.train()
         if args.decoder_only:
             vae.encoder.eval()
@@ -352,11 +424,21 @@ def main(argv: list[str] | None = None) -> Path:
             idx = order[i * args.batch_size : (i + 1) * args.batch_size]
             x = augment(to_tensor(train.pixels[idx.numpy()]), aug_gen).to(ddp.device)
             y = train_labels[idx].to(ddp.device)
-            terms = wrapped(x, y, kl_scale)
+            playing = discriminator is not None and step >= args.adversarial_start
+            terms = wrapped(x, y, kl_scale, discriminator if playing else None)
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1000.0)
             opt.step()
+            if playing:  # the discriminator's own step, on this batch's photos and reconstructions
+                disc_loss = hinge_discriminator_loss(discriminator(x), discriminator(terms.reconstruction))
+                disc_opt.zero_grad(set_to_none=True)
+                disc_loss.backward()
+                disc_opt.step()
+                terms.extras["discriminator"] = disc_loss.item()
+            for name, value in terms.extras.items():
+                if name in ("perceptual", "generator", "adaptive_weight", "discriminator"):
+                    extras[name] = extras.get(name, 0.0) + value
             sums += torch.tensor(
                 [
                     terms.loss.item(),
@@ -377,6 +459,7 @@ def main(argv: list[str] | None = None) -> Path:
         sums = ddp.all_sum(sums) / (steps_per_epoch * ddp.world)
         names = ("loss", "pixel_nll", "kl", "breed_ce", "top1", "generated_breed_acc")
         train_metrics = {f"train_{name}": value.item() for name, value in zip(names, sums, strict=True)}
+        train_metrics |= {f"train_{name}": total / steps_per_epoch for name, total in extras.items()}  # rank 0's
         if ddp.main:
             vae.eval()
             if not (args.decoder_only or args.plain):  # the plain baseline samples from N(0, I)
@@ -402,7 +485,7 @@ def main(argv: list[str] | None = None) -> Path:
                     "breeds": breeds,
                     "stages": stages,
                 }
-                save_resume_state(out, vae, opt, state)
+                save_resume_state(out, parts, optimizers, state)
             print(
                 f"epoch {epoch + 1}: val PSNR {metrics['val_psnr']:.2f} dB, top-1 {metrics['val_top1']:.3f}, "
                 f"KL {metrics['val_kl']:.1f} nats ({metrics['val_active_dims']} active dims), "

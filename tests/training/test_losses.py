@@ -3,7 +3,14 @@ from __future__ import annotations
 import torch
 
 from model.autoencoder import BreedVAE, VAEConfig
-from training.losses import Discriminator, LossWeights, adaptive_weight, stage1_loss
+from training.losses import (
+    Discriminator,
+    LossWeights,
+    PatchDiscriminator,
+    adaptive_weight,
+    hinge_discriminator_loss,
+    stage1_loss,
+)
 
 SMALL = dict(
     n_breeds=4, image_size=32, latent_dim=6, breed_embed_dim=8, channels=(8, 16, 16), classifier_channels=(8, 16)
@@ -47,3 +54,36 @@ def test_adaptive_weight_balances_the_two_gradients_at_the_last_layer() -> None:
     rec = torch.autograd.grad(reconstruction, layer.weight, retain_graph=True)[0].norm()
     adv = torch.autograd.grad(weight * adversarial, layer.weight)[0].norm()
     assert torch.isclose(rec, adv, rtol=1e-4) and not weight.requires_grad
+
+
+def test_the_perceptual_term_scores_the_first_images_of_the_batch() -> None:
+    class MeanGap(torch.nn.Module):  # a stand-in distance: the mean absolute difference
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return (a - b).abs().flatten(1).mean(1)
+
+    vae = BreedVAE(VAEConfig(**SMALL)).eval()
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(0)
+    plain = stage1_loss(vae, x, y, LossWeights())
+    torch.manual_seed(0)
+    weights = LossWeights(perceptual_weight=0.5, perceptual_images=2)
+    terms = stage1_loss(vae, x, y, weights, perceptual=MeanGap())
+    expected = (terms.reconstruction[:2] - x[:2]).abs().mean()
+    assert abs(terms.extras["perceptual"] - float(expected)) < 1e-6
+    assert torch.isclose(terms.loss - plain.loss, 0.5 * 3 * 32 * 32 * expected, rtol=1e-4)
+
+
+def test_the_adversarial_term_trains_the_vae_and_leaves_the_discriminator_alone() -> None:
+    vae = BreedVAE(VAEConfig(**SMALL))
+    discriminator = PatchDiscriminator(channels=8, layers=2)
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    terms = stage1_loss(vae, x, y, LossWeights(adversarial_weight=0.5), discriminator=discriminator)
+    terms.loss.backward()
+    assert terms.extras["adaptive_weight"] > 0 and "generator" in terms.extras
+    assert all(p.grad is None for p in discriminator.parameters())
+    assert vae.decoder.head[-1].weight.grad.abs().sum() > 0
+    logits = discriminator(x)
+    assert logits.dim() == 4 and logits.shape[1] == 1 and logits.shape[-1] > 1  # one logit per patch
+    loss = hinge_discriminator_loss(discriminator(x), discriminator(terms.reconstruction))
+    loss.backward()
+    assert all(p.grad is not None for p in discriminator.parameters())

@@ -21,6 +21,7 @@ batch_size = 8
 channels = "8,16,16,32"
 classifier_channels = "8,16,16,32"
 latent_channels = 2
+min_validation = 2
 no_progress = true
 
 [[stage]]

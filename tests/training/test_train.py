@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from model import checkpoint, latent_ops
-from tests.conftest import TINY_ARCH
+from tests.conftest import TINY_RUN
 from training.train import main as train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def train_args(data: Path, out: Path, cache: Path, epochs: int) -> list[str]:
         "--cache-dir",
         str(cache),
         "--no-progress",
-        *TINY_ARCH,
+        *TINY_RUN,
     ]
 
 
@@ -199,3 +199,22 @@ def test_training_refuses_bad_flags_before_reading_any_data(
         parse_args(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out"), *flags])
     assert message in capsys.readouterr().err
     assert parse_args(["--data", "d", "--out", "o"]).epochs == 30  # the defaults pass
+
+
+def test_the_perceptual_and_adversarial_terms_train_and_resume(
+    tmp_path: Path, folders_data: Path, cache_dir: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "gan"
+    terms = ["--perceptual-weight", "0.1", "--adversarial-weight", "0.5", "--adversarial-start", "2"]
+    train([*train_args(folders_data, out, cache_dir, 2), *terms, "--stop-after", "1"])
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["train_perceptual"] > 0 and logged["train_adaptive_weight"] > 0
+    assert math.isfinite(logged["train_discriminator"] + logged["train_generator"])
+    saved = load_file(str(out / "resume.safetensors"))
+    assert any(k.startswith("disc.") for k in saved) and any(k.startswith("disc_opt.") for k in saved)
+    card = checkpoint.read_card(out)
+    assert card["loss_weights"]["perceptual_weight"] == 0.1 and card["loss_weights"]["adversarial_start"] == 2
+    train([*train_args(folders_data, out, cache_dir, 2), *terms, "--resume"])
+    assert [h["epoch"] for h in checkpoint.read_card(out)["history"]] == [1, 2]
