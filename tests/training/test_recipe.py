@@ -90,3 +90,9 @@ def test_the_default_recipe_names_every_stage_of_the_committed_checkpoint() -> N
     card = checkpoint.read_card(ROOT / "checkpoints" / "dogs64")
     sampling = next(s for s in stages if s.name == "sampling").args["set"]
     assert {a.split("=")[0]: float(a.split("=")[1]) for a in sampling} == card["sampling"]
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda p: p.name)
+def test_every_committed_recipe_reads(recipe: Path) -> None:
+    stages = read_recipe(recipe)
+    assert stages and stages[-1].command == "training.evaluate"
