@@ -96,6 +96,11 @@ class DogModel:
     def n_breeds(self) -> int:
         return self.vae.cfg.n_breeds
 
+    @property
+    def has_guide(self) -> bool:
+        """Whether an autoguidance weight above 1 can be used."""
+        return getattr(self.prior, "guide", None) is not None
+
     def to(self, device: str | torch.device) -> DogModel:
         for module in (self.vae, *self.prior.modules().values()):
             module.to(device)

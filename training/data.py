@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -314,44 +313,6 @@ def augment(batch: torch.Tensor, generator: torch.Generator, max_shift: int = 4)
     padded = torch.nn.functional.pad(batch, (max_shift,) * 4, mode="reflect")
     offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
     return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
-
-
-def differentiable_augment(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DiffAugment (Zhao et al., NeurIPS 2020) for images in [0, 1]: colour, translation and cutout.
-
-    Applied to real *and* generated images before the discriminator, and differentiable, so the decoder
-    learns through it. A discriminator that only sees augmented images cannot memorise the 17k training
-    photos, and cannot be fooled by high-frequency patterns that no augmented real photo has.
-    """
-    n, _, h, w = batch.shape
-
-    def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator).to(batch.device)
-
-    batch = batch + (uniform(n, 1, 1, 1) - 0.5) * 0.5  # brightness
-    mean = batch.mean(dim=1, keepdim=True)
-    batch = (batch - mean) * (uniform(n, 1, 1, 1) * 2) + mean  # saturation
-    mean = batch.mean(dim=(1, 2, 3), keepdim=True)
-    batch = (batch - mean) * (uniform(n, 1, 1, 1) + 0.5) + mean  # contrast
-    # translation by up to 1/8 of the side, zero padding
-    shift = ((uniform(n, 2) * 2 - 1) * (h // 8)).round() * 2 / torch.tensor([w, h], device=batch.device)
-    theta = torch.zeros(n, 2, 3, device=batch.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-    batch = F.grid_sample(batch, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    # cutout: one square of half the side, zeroed
-    size = h // 2
-    corner = (uniform(n, 2) * torch.tensor([w - size + 1, h - size + 1], device=batch.device)).floor()
-    ys = torch.arange(h, device=batch.device)[None, :, None]
-    xs = torch.arange(w, device=batch.device)[None, None, :]
-    inside = (
-        (ys >= corner[:, 1, None, None])
-        & (ys < corner[:, 1, None, None] + size)
-        & (xs >= corner[:, 0, None, None])
-        & (xs < corner[:, 0, None, None] + size)
-    )
-    return batch * (~inside)[:, None].to(batch.dtype)
 
 
 def balanced_indices(labels: torch.Tensor, n_samples: int, generator: torch.Generator) -> torch.Tensor:

@@ -176,7 +176,7 @@ def fid_sweep(
     candidates = candidates or [model.sampling]
     if model.prior.kind != "diffusion" and candidates != [model.sampling]:
         raise SystemExit(f"{checkpoint_dir} has a {model.prior.kind} prior: no sampler settings to sweep")
-    if any(c.autoguidance != 1 for c in candidates) and getattr(model.prior, "guide", None) is None:
+    if any(c.autoguidance != 1 for c in candidates) and not model.has_guide:
         raise SystemExit(f"{checkpoint_dir} has no autoguidance guide to weigh; attach one (--guide-from)")
     image_size = model.vae.cfg.image_size
     images = load_images(find_photos(data), image_size, cache_dir)

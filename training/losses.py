@@ -10,8 +10,6 @@
   and a hinge loss against a :class:`PatchDiscriminator` that starts once reconstructions have settled, weighted
   by :func:`adaptive_weight`, the ratio of the reconstruction's and the adversarial term's gradients at the
   decoder's last layer.
-* :class:`Discriminator`: a projection discriminator (Miyato & Koyama 2018, spectral norm), breed-aware, from the
-  adversarial decoder stage of earlier defaults (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -180,27 +178,6 @@ def denoising_loss(denoiser: LatentDiffusion, z: Tensor, breed_weights: Tensor) 
         breed_weights = breed_weights * (torch.rand(len(x), 1, device=x.device) >= CONDITION_DROPOUT).to(x.dtype)
     error = (denoiser.velocity(x_t, t, breed_weights) - v).pow(2).mean(1)
     return error.mean(), error.detach().mean()
-
-
-class Discriminator(nn.Module):
-    """D(x, y): a projection discriminator with spectral norm. Real photos of breed ``y`` score high; the
-    projection term ``<embed(y), phi(x)>`` makes "a dog, but not of breed y" a fake."""
-
-    def __init__(self, n_breeds: int, channels: tuple[int, ...] = (32, 64, 128, 256)) -> None:
-        super().__init__()
-        sn = nn.utils.parametrizations.spectral_norm
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for ch in channels:
-            layers += [sn(nn.Conv2d(in_ch, ch, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
-            in_ch = ch
-        self.trunk = nn.Sequential(*layers)
-        self.score = sn(nn.Linear(in_ch, 1))
-        self.projection = sn(nn.Linear(n_breeds, in_ch, bias=False))
-
-    def forward(self, x: Tensor, breed_weights: Tensor) -> Tensor:
-        h = self.trunk(x * 2 - 1).sum(dim=(2, 3))
-        return self.score(h).squeeze(1) + (self.projection(breed_weights) * h).sum(1)
 
 
 def adaptive_weight(reconstruction: Tensor, adversarial: Tensor, last_layer: Tensor, max_weight: float = 1e4) -> Tensor:

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model = checkpoint.attach_guide(model, args.guide_from)
         except checkpoint.CheckpointError as err:
             raise SystemExit(str(err)) from err
-    if any(c.autoguidance != 1 for c in candidates) and getattr(model.prior, "guide", None) is None:
+    if any(c.autoguidance != 1 for c in candidates) and not model.has_guide:
         raise SystemExit(f"{args.checkpoint} has no autoguidance guide to weigh; attach one (--guide-from)")
     rows: list[dict[str, Any]] = []
     if len(candidates) > 1:

@@ -17,7 +17,7 @@ from app.core.batching import MicroBatcher
 from app.core.config import Settings
 from app.core.metrics import BATCH_ROWS
 from model import checkpoint, latent_ops
-from model.prior import DiffusionPrior, DogModel
+from model.prior import DogModel
 from model.sampler import SamplerSettings
 
 T = TypeVar("T")
@@ -82,8 +82,7 @@ class ModelService:
         if settings.sampling_steps:
             sampling = replace(sampling, steps=settings.sampling_steps)
         if settings.autoguidance is not None:
-            has_guide = isinstance(model.prior, DiffusionPrior) and model.prior.guide is not None
-            if not has_guide and settings.autoguidance != 1:
+            if not model.has_guide and settings.autoguidance != 1:
                 raise RuntimeError(
                     f"VAE_DOGS_AUTOGUIDANCE={settings.autoguidance:g} needs a checkpoint with an autoguidance guide, "
                     f"and {settings.checkpoint} has none (unset it, or set it to 1)"

@@ -4,7 +4,6 @@ from fastapi import APIRouter
 
 from app.deps import ModelDep, SettingsDep
 from app.schemas import BreedInfo, Health, Info
-from model.prior import DiffusionPrior
 
 router = APIRouter(tags=["service"])
 
@@ -27,7 +26,7 @@ def ready(service: ModelDep) -> Health:
 @router.get("/info", response_model=Info, summary="The model card: breeds, resolution, metrics, checksum, device")
 def info(service: ModelDep, settings: SettingsDep) -> Info:
     card, cfg, prior, sampling = service.card, service.model.vae.cfg, service.model.prior, service.sampling
-    diffusion = isinstance(prior, DiffusionPrior)
+    diffusion = prior.kind == "diffusion"
     return Info(
         breeds=[BreedInfo(**b) for b in card["breeds"]],
         resolution=service.image_size,
@@ -38,7 +37,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         guidance_rescale=sampling.guidance_rescale if diffusion else None,
         output_scale=sampling.output_scale if diffusion else None,
         eta=sampling.eta if diffusion else None,
-        autoguidance=sampling.autoguidance if diffusion and prior.guide is not None else None,
+        autoguidance=sampling.autoguidance if service.model.has_guide else None,
         device=str(service.device),
         checkpoint=str(settings.checkpoint),
         checkpoint_sha256=card["weights_sha256"],
