@@ -52,6 +52,10 @@ def test_transfer_returns_the_dog_as_another_breed(client: TestClient) -> None:
         ('{"samoyed": -1}', "negative"),
         ('{"wolf": 1}', "unknown breed"),
         ("{}", "at least one breed"),
+        ('{"samoyed": 1' + "0" * 400 + "}", "too large"),  # an integer beyond any float (was a 500)
+        ('{"samoyed": ' + "1" * 5000 + "}", "JSON object"),  # more digits than Python parses (was a 500)
+        ("[" * 9000, "JSON object"),  # nesting deeper than the parser recurses (was a 500)
+        ('{"samoyed": 1, "x": "' + "y" * 10_000 + '"}', "longer than 10,000 characters"),
     ],
 )
 def test_transfer_rejects_bad_breeds(client: TestClient, breeds: str, message: str) -> None:

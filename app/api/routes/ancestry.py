@@ -62,12 +62,17 @@ async def ancestry(
     )
 
 
+MAX_BREEDS_FIELD = 10_000  # characters: far more than every breed with a weight needs
+
+
 def parse_breeds_field(text: str) -> dict[str, float]:
+    if len(text) > MAX_BREEDS_FIELD:
+        raise HTTPException(422, detail=f"'breeds' is longer than {MAX_BREEDS_FIELD:,} characters")
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, an integer of too many digits, deep nesting
         raise HTTPException(
-            422, detail=f"'breeds' must be a JSON object of weights, e.g. {{\"samoyed\": 1}} ({err})"
+            422, detail=f"'breeds' must be a JSON object of weights, e.g. {{\"samoyed\": 1}} ({type(err).__name__})"
         ) from err
     if not isinstance(value, dict) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
@@ -75,6 +80,10 @@ def parse_breeds_field(text: str) -> dict[str, float]:
         raise HTTPException(422, detail="'breeds' must be a JSON object of breed name -> number, e.g. {\"samoyed\": 1}")
     try:
         return check_weights({str(k): float(v) for k, v in value.items()})
+    except OverflowError:  # an integer beyond any float
+        raise HTTPException(
+            422, detail="a weight in 'breeds' is too large; weights are normalised, so 1 will do"
+        ) from None
     except ValueError as err:
         raise HTTPException(422, detail=str(err)) from err
 
