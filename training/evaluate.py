@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.sweep:
         temperatures, assignments = split_temperatures(p, args.sweep)
-        base = checkpoint.build(checkpoint.read_card(args.checkpoint)).sampling
+        base = SamplerSettings.from_dict(checkpoint.read_card(args.checkpoint)["sampling"])
         try:
             candidates = settings_grid(assignments, base)
         except ValueError as err:

@@ -165,8 +165,16 @@ def fid_sweep(
     first attach that checkpoint's prior as the autoguidance guide (``checkpoint.attach_guide``). About 3 minutes
     per row on 2 CPU cores.
     """
-    if reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
+    model, card = load_for_sweep(checkpoint_dir, candidates, device, guide_from)
+    return sweep(model, card, data, candidates or [model.sampling], temperatures, fid_samples, seed, device, cache_dir,
+                 reference)  # fmt: skip
+
+
+def load_for_sweep(
+    checkpoint_dir: Path, candidates: list[SamplerSettings] | None, device: str = "cpu", guide_from: Path | None = None
+) -> tuple[DogModel, dict[str, Any]]:
+    """The checkpoint (with ``guide_from``'s prior as its guide), checked against the candidates before minutes of
+    sampling; exits with a message otherwise."""
     model, card = checkpoint.load(checkpoint_dir, device)
     if guide_from:
         try:
@@ -178,6 +186,24 @@ def fid_sweep(
         raise SystemExit(f"{checkpoint_dir} has a {model.prior.kind} prior: no sampler settings to sweep")
     if any(c.autoguidance != 1 for c in candidates) and not model.has_guide:
         raise SystemExit(f"{checkpoint_dir} has no autoguidance guide to weigh; attach one (--guide-from)")
+    return model, card
+
+
+def sweep(
+    model: DogModel,
+    card: dict[str, Any],
+    data: Path | list[Path],
+    candidates: list[SamplerSettings],
+    temperatures: tuple[float, ...] = (1.0,),
+    fid_samples: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+    reference: str = "held-out",
+) -> list[dict[str, Any]]:
+    """:func:`fid_sweep` on a loaded model and its card."""
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
     image_size = model.vae.cfg.image_size
     images = load_images(find_photos(data), image_size, cache_dir)
     val = held_out_photos(card, images, data)

@@ -25,8 +25,9 @@ from typing import Any
 
 from model import checkpoint
 from model.prior import DogModel
+from model.sampler import SamplerSettings
 from training.common import command_args, git_commit, set_threads, settings_grid
-from training.fid import fid_sweep
+from training.fid import load_for_sweep, sweep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,36 +69,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     set_threads(args.threads)
-    model, card = checkpoint.load(args.checkpoint)
-    if model.prior.kind != "diffusion":
-        raise SystemExit(f"{args.checkpoint} has a {model.prior.kind} prior: no sampler settings to choose")
+    source_card = checkpoint.read_card(args.checkpoint)
+    if source_card["prior"]["kind"] != "diffusion":
+        raise SystemExit(f"{args.checkpoint} has a {source_card['prior']['kind']} prior: no sampler settings to choose")
     try:
-        candidates = settings_grid(args.assignments, model.sampling)
+        candidates = settings_grid(args.assignments, SamplerSettings.from_dict(source_card["sampling"]))
     except ValueError as err:
         raise SystemExit(str(err)) from err
-    if args.guide_from:  # the written checkpoint carries the guide its rows were measured with
-        try:
-            model = checkpoint.attach_guide(model, args.guide_from)
-        except checkpoint.CheckpointError as err:
-            raise SystemExit(str(err)) from err
-    if any(c.autoguidance != 1 for c in candidates) and not model.has_guide:
-        raise SystemExit(f"{args.checkpoint} has no autoguidance guide to weigh; attach one (--guide-from)")
+    # the written checkpoint carries the guide its rows were measured with
+    model, card = load_for_sweep(args.checkpoint, candidates, args.device, args.guide_from)
     rows: list[dict[str, Any]] = []
     if len(candidates) > 1:
         if args.data is None:
             raise SystemExit(f"{len(candidates)} candidates to choose from: give --data to measure their FID")
-        rows = fid_sweep(
-            args.checkpoint,
-            args.data,
-            candidates,
-            (1.0,),
-            args.fid_samples,
-            args.seed,
-            args.device,
-            args.cache_dir,
-            reference="training",
-            guide_from=args.guide_from,
-        )
+        rows = sweep(model, card, args.data, candidates, (1.0,), args.fid_samples, args.seed, args.device,
+                     args.cache_dir, reference="training")  # fmt: skip
         best = candidates[min(range(len(rows)), key=lambda i: rows[i]["fid_prior_samples"])]
     else:
         best = candidates[0]

@@ -56,6 +56,7 @@ from training.data import (
     find_photos,
     limit_per_breed,
     load_images,
+    photo_hashes,
     split_ids,
     to_tensor,
     without_duplicates,
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> Path:
     photos = limit_per_breed(find_photos(args.data), args.max_per_breed)
     # Rank 0 fills the caches; the others wait and then read them.
     if ddp.main:
-        without_duplicates(photos, args.cache_dir)
+        photo_hashes(photos, args.cache_dir)
     ddp.barrier()
     photos, duplicates = without_duplicates(photos, args.cache_dir)  # before the split: no photo on both sides
     if ddp.main:
