@@ -28,4 +28,6 @@ USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+ENV HOST=0.0.0.0 PORT=8000
+# vae-dogs-serve: uvicorn with the VAE_DOGS_LIMIT_CONCURRENCY and VAE_DOGS_TIMEOUT_KEEP_ALIVE_S settings
+CMD ["vae-dogs-serve"]

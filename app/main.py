@@ -10,12 +10,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
 
 from app.api.routes import ancestry, breeds, codec, generate, health, page
 from app.core.config import get_settings
 from app.core.inference import ModelService, UnknownBreedError
 from app.core.metrics import describe_model, instrument
-from app.schemas import PROBLEM_RESPONSES
+from app.core.middleware import BodyLimit, HeadAsGet, SecurityHeaders
+from app.openapi import document_model
 from model.latent_ops import LatentOpError
 
 log = logging.getLogger("vae_dogs")
@@ -27,7 +30,11 @@ class StartupError(RuntimeError):
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = app.dependency_overrides.get(get_settings, get_settings)()
+    try:
+        settings = app.dependency_overrides.get(get_settings, get_settings)()
+    except ValidationError as err:  # a VAE_DOGS_* variable out of range: say which, in one line
+        problems = "; ".join(f"VAE_DOGS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in err.errors())
+        raise StartupError(f"vae-dogs cannot start: {problems}") from None
     try:
         service = ModelService.load(settings)
     except Exception as err:  # checkpoint missing/corrupt, cuda asked for and absent, ...
@@ -35,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise StartupError(f"vae-dogs cannot start: {err}{where}") from None
     app.state.model_service = service
     describe_model(service.card, str(service.device))
+    document_model(app, settings, service.breeds)
     try:
         yield
     finally:
@@ -43,7 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc from the Swagger UI and ReDoc files the fastapi-offline package ships: no CDN, no network.
+    app = FastAPIOffline(
         title="vae-dogs",
         version="0.1.0",
         summary="A breed-conditional VAE on dog photos: sample, mix, identify, encode and decode dogs.",
@@ -51,9 +60,13 @@ def create_app() -> FastAPI:
     )
     app.include_router(page.router)
     for module in (health, breeds, codec, generate, ancestry):
-        app.include_router(module.router, responses=PROBLEM_RESPONSES)
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     instrument(app)
+    # Outermost last: the body limit sees the raw request first; every answer gets the security headers.
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit, max_bytes=lambda: get_settings().max_body_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(UnknownBreedError)
     @app.exception_handler(LatentOpError)
@@ -98,18 +111,26 @@ app = OneLineStartupErrors(fastapi_app)
 
 
 def serve() -> None:
-    """Console entry point ``vae-dogs-serve``: uvicorn on 127.0.0.1:8000.
+    """Console entry point ``vae-dogs-serve``: uvicorn on 127.0.0.1:8000 with the settings' connection limits.
 
     HOST and PORT override the address; WEB_CONCURRENCY (as for uvicorn's own CLI) sets the number of worker
-    processes, each with its own copy of the model.
+    processes, each with its own copy of the model. ``VAE_DOGS_LIMIT_CONCURRENCY`` caps open connections (beyond it
+    uvicorn answers 503), ``VAE_DOGS_TIMEOUT_KEEP_ALIVE_S`` closes idle ones and ``VAE_DOGS_HEAD_TIMEOUT_S`` those
+    that send their request head too slowly.
     """
     import os
 
     import uvicorn
 
+    from app.core.server import with_head_timeout
+
+    settings = get_settings()
     uvicorn.run(
         "app.main:app",
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
         workers=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.timeout_keep_alive_s,
+        http=with_head_timeout(settings.head_timeout_s),
     )

@@ -7,7 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-IMAGE_PNG = {200: {"content": {"image/png": {}}, "description": "a PNG (a grid when several images)"}}
+IMAGE_PNG: dict[int | str, dict[str, object]] = {
+    200: {"content": {"image/png": {}}, "description": "a PNG (a grid when several images)"}
+}
+# The largest integer a JSON number holds exactly everywhere (JavaScript's Number.MAX_SAFE_INTEGER).
+MAX_SEED = 2**53 - 1
 
 
 class BreedInfo(BaseModel):
@@ -54,7 +58,7 @@ class MixRequest(BaseModel):
     )
 
     breeds: dict[str, float] = Field(description="breed name -> weight (>= 0, normalised to sum to 1)")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed = same pose noise for any mix")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="same seed = same pose noise for any mix")
     n: int = Field(1, ge=1, description="how many dogs")
     temperature: float = Field(1.0, ge=0, le=3, description="scale of the latent noise; 0 gives the mix's mean dog")
     scale: int = Field(1, ge=1, description="nearest-neighbour upscale of the output")
@@ -100,13 +104,27 @@ class Problem(BaseModel):
     detail: str | list[ValidationIssue]
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
-    400: {"model": Problem, "description": "an empty, truncated or corrupt upload"},
-    413: {"model": Problem, "description": "an upload over the byte or pixel limit"},
-    415: {"model": Problem, "description": "an upload that is not an image"},
-    422: {"model": Problem, "description": "invalid input: the detail says which field and why"},
-    503: {"model": Problem, "description": "the model is not loaded yet, or inference timed out"},
-}
+def problems(codes: dict[int, str]) -> dict[int | str, dict[str, object]]:
+    """The error answers a route documents, each with the ``{"detail": ...}`` body."""
+    return {code: {"model": Problem, "description": text} for code, text in codes.items()}
+
+
+BUSY = "the model is not loaded yet, the service is busy (Retry-After says when to retry) or the request timed out"
+INVALID = "invalid input: the detail says which field and why"
+QUERY_ERRORS = problems({422: INVALID, 503: BUSY})
+JSON_ERRORS = problems(
+    {400: "a body that cannot be read as JSON", 413: "a request body over the size limit", 422: INVALID, 503: BUSY}
+)
+PHOTO_ERRORS = problems(
+    {
+        400: "an empty, truncated or corrupt upload",
+        413: "an upload over the byte or pixel limit",
+        415: "an upload that is not a JPEG, PNG or WebP",
+        422: INVALID,
+        503: BUSY,
+    }
+)
+NOT_LOADED = problems({503: "the model is not loaded yet"})
 
 
 class Health(BaseModel):
@@ -138,7 +156,7 @@ class Info(BaseModel):
         "pushed away from (1: unused; null: no guide; VAE_DOGS_AUTOGUIDANCE)"
     )
     device: str
-    checkpoint: str
+    checkpoint: str = Field(description="the checkpoint folder's name (VAE_DOGS_CHECKPOINT)")
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")
     torch_version: str | None
     git_commit: str | None
@@ -216,7 +234,7 @@ class MorphRequest(BaseModel):
     start: MorphEnd
     end: MorphEnd
     steps: int = Field(8, ge=2, description="images in the strip, both ends included")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the pose noise shared by both breed ends")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="the pose noise shared by both breed ends")
     temperature: float = Field(1.0, ge=0, le=3)
     format: Literal["png", "gif"] = "png"
     scale: int = Field(1, ge=1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from model import interrupt
 from model.prior import DogModel
 from model.sampler import SamplerSettings
 
@@ -27,7 +28,8 @@ class LatentOpError(ValueError):
 
 
 def normalise_weights(weights: Tensor) -> Tensor:
-    """Validate non-negative finite weights (..., n_breeds) and scale them onto the simplex."""
+    """Validate non-negative finite weights (..., n_breeds) and scale them onto the simplex (pass float64: a weight
+    of 1e300 is finite there, and infinite once cast to float32)."""
     if not torch.isfinite(weights).all():
         raise LatentOpError("breed weights must be finite numbers (no NaN or infinity)")
     if (weights < 0).any():
@@ -88,7 +90,7 @@ def mix_latents(
     sampling: SamplerSettings | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Decoder inputs (z, w) for ``n`` dogs of the breed mix ``weights`` (n_breeds,)."""
-    w = normalise_weights(weights.float()).expand(n, -1)
+    w = normalise_weights(weights.double()).float().expand(n, -1)
     eps = noise(n, noise_dim(model, sampling), seed)
     return prior_latents(model, w, eps, temperature, sampling).cpu(), w
 
@@ -175,7 +177,7 @@ def reconstruct(model: DogModel, images: Tensor) -> Tensor:
 
 def transfer(model: DogModel, images: Tensor, weights: Tensor) -> Tensor:
     """Keep each photo's z (pose, background) and decode it as the breed mix ``weights``."""
-    w = normalise_weights(weights.float()).expand(images.shape[0], -1)
+    w = normalise_weights(weights.double()).float().expand(images.shape[0], -1)
     return decode(model, encode(model, images).mean, w)
 
 
@@ -199,7 +201,11 @@ def decode_latents(model: DogModel, z: Tensor, weights: Tensor | None = None) ->
         raise LatentOpError(f"each latent must have {model.vae.cfg.latent_dim} numbers, got shape {tuple(z.shape)}")
     check_latents(z)
     z = z.float()
-    w = breeds_for_latent(model, z) if weights is None else normalise_weights(weights.float()).expand(z.shape[0], -1)
+    w = (
+        breeds_for_latent(model, z)
+        if weights is None
+        else normalise_weights(weights.double()).float().expand(z.shape[0], -1)
+    )
     return decode(model, z, w)
 
 
@@ -240,9 +246,13 @@ def _maximise_on_simplex(
     optimiser = torch.optim.Adam([logits], lr=lr)
     mask = torch.where(support, 0.0, float("-inf"))
     for _ in range(steps):
+        interrupt.check()
         (logits.grad,) = torch.autograd.grad(-objective((logits + mask).softmax(-1)), logits)
         optimiser.step()
     return (logits + mask).softmax(-1).detach()
+
+
+PURE_BREEDS_PER_CALL = 4  # breeds scored per prior call in ancestry's first phase (4 x 32 probes for diffusion)
 
 
 def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = 30) -> Tensor:
@@ -259,8 +269,12 @@ def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int
     z = z.to(model.device)
     with torch.enable_grad(), torch.inference_mode(False):
         z = z.clone()  # an ordinary tensor, even when made in inference mode
-        with torch.no_grad():
-            pure = model.prior.log_likelihood(z, torch.eye(n, device=z.device))
+        scores = []
+        with torch.no_grad():  # a few breeds at a time, so that a stop comes within one chunk
+            for conditions in torch.eye(n, device=z.device).split(PURE_BREEDS_PER_CALL):
+                interrupt.check()
+                scores.append(model.prior.log_likelihood(z, conditions))
+        pure = torch.cat(scores)
         keep = torch.zeros(n, dtype=torch.bool, device=z.device)
         keep[pure.topk(min(max_breeds, n)).indices] = True
         start = keep.float() / keep.sum()
@@ -311,7 +325,7 @@ def latent_endpoint(
         check_latents(z)
         z = z.float()
         return z, breeds_for_latent(model, z)
-    w = normalise_weights(weights.float())[None]
+    w = normalise_weights(weights.double()).float()[None]
     eps = noise(1, noise_dim(model, sampling), seed)
     return prior_latents(model, w, eps, temperature, sampling).cpu(), w
 

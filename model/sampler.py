@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from model import interrupt
 from model.diffusion import LatentDiffusion
 
 
@@ -115,6 +116,7 @@ def sample(
     times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
     unconditional = torch.zeros_like(weights)
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
+        interrupt.check()
         tt = t.expand(len(x))
         if s.guidance == 1.0:
             v = guided_velocity(denoiser, x, tt, weights, guide, s.autoguidance)

@@ -17,8 +17,8 @@ class Settings(BaseSettings):
 
     checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="checkpoint folder (model.safetensors + card.json)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
-    # 1 by default: the event loop, the inference thread and torch's own pool otherwise fight over the cores
-    # (measured in bench/load.py: 66.7 -> 95.1 /mix requests/s on 2 cores); more helps only large batches.
+    # 1 by default, with one worker per core: the workers, not torch's own pool, use the cores (more threads per
+    # worker help only large batches).
     torch_threads: int | None = Field(1, ge=1, description="torch CPU threads for inference (None: torch's choice)")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest accepted upload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width*height (decompression bombs)")
@@ -27,8 +27,21 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(
         64 * 512 * 512, ge=1, description="most pixels one request may generate (n * side^2)"
     )
-    batch_window_ms: float = Field(2.0, ge=0, le=100, description="micro-batching wait for more requests; 0 = off")
-    max_batch_size: int = Field(64, ge=1, le=4096, description="most images in one micro-batch")
+    workers: int | None = Field(
+        None, ge=1, le=64, description="worker threads for model and image work (None: cores / torch_threads)"
+    )
+    max_queued_s: float = Field(
+        10.0,
+        gt=0,
+        description="most estimated worker-seconds of admitted, unfinished work; beyond it requests get a 503 with "
+        "Retry-After at once",
+    )
+    max_body_bytes: int = Field(
+        11 * 1024 * 1024,
+        ge=1,
+        description="largest request body, counted while it streams in (an upload and its multipart framing, "
+        "or a JSON body)",
+    )
     sampling_steps: int | None = Field(
         None,
         ge=1,
@@ -43,7 +56,17 @@ class Settings(BaseSettings):
         description="autoguidance weight of a diffusion prior with a guide (None: the "
         "checkpoint's); 1 leaves the guide unused, which is faster",
     )
-    inference_timeout_s: float = Field(30.0, gt=0, description="a request whose inference takes longer gets a 503")
+    inference_timeout_s: float = Field(
+        30.0, gt=0, description="a request whose work (queueing included) takes longer gets a 503 and is stopped"
+    )
+    # uvicorn's, for vae-dogs-serve and the Docker image (a reverse proxy in front may enforce its own)
+    limit_concurrency: int = Field(
+        256, ge=1, description="open connections and tasks at most; beyond it uvicorn answers 503"
+    )
+    timeout_keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this")
+    head_timeout_s: float = Field(
+        10.0, gt=0, description="a connection whose request head is not complete by then is closed"
+    )
 
 
 @lru_cache

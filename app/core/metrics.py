@@ -1,19 +1,15 @@
-"""Prometheus metrics at ``GET /metrics``: per-endpoint request counts and latency, micro-batch sizes, model info."""
+"""Prometheus metrics at ``GET /metrics``: per-endpoint request counts and latency, the work queue, model info."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import Histogram, Info
+from prometheus_client import Counter, Gauge, Info
 from prometheus_fastapi_instrumentator import Instrumentator
 
-BATCH_ROWS = Histogram(
-    "vae_dogs_inference_batch_rows",
-    "Images per model call after micro-batching",
-    ["function"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)
+QUEUED_WORK = Gauge("vae_dogs_queued_work_seconds", "Estimated worker-seconds of admitted, unfinished work")
+SHED = Counter("vae_dogs_shed_requests", "Requests refused with 503 + Retry-After because the queue was full")
 MODEL_INFO = Info("vae_dogs_model", "The loaded checkpoint")
 
 

@@ -55,6 +55,20 @@ def test_mix_rejects_non_finite_weights(client: TestClient, raw: bytes) -> None:
     assert response.status_code == 422 and "finite" in response.text
 
 
+def test_huge_finite_weights_are_weights_not_infinities(client: TestClient) -> None:
+    """1e300 is a finite number: it mixes like 1 (it used to overflow float32 and be called 'not finite')."""
+    huge = client.post("/mix", json={"breeds": {"beagle": 1e300, "samoyed": 1e300}, "seed": 3})
+    even = client.post("/mix", json={"breeds": {"beagle": 1, "samoyed": 1}, "seed": 3})
+    assert huge.status_code == 200, huge.text
+    assert huge.content == even.content
+
+
+def test_an_unknown_breed_is_not_echoed_in_full(client: TestClient) -> None:
+    response = client.post("/mix", json={"breeds": {"x" * 1_000_000: 1}})
+    assert response.status_code == 422
+    assert len(response.content) < 500 and "1,000,000 characters" in response.json()["detail"]
+
+
 def test_mix_rejects_absurd_n_and_scale(client: TestClient) -> None:
     assert client.post("/mix", json={"breeds": {"beagle": 1}, "n": 1000}).status_code == 422
     assert client.post("/mix", json={"breeds": {"beagle": 1}, "n": 0}).status_code == 422

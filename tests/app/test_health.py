@@ -27,6 +27,64 @@ def test_docs_and_openapi(client: TestClient) -> None:
         assert path in paths
 
 
+def test_info_shows_no_path_of_the_machine(client: TestClient, tiny_diffusion_checkpoint) -> None:
+    info = client.get("/info").json()
+    assert info["checkpoint"] == tiny_diffusion_checkpoint.name
+    assert "/" not in client.get("/info").text.replace("/breeds", "")
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_need_no_network(client: TestClient, page: str) -> None:
+    """Swagger UI and ReDoc come from this service (fastapi-offline), not from a CDN."""
+    import re
+
+    html = client.get(page).text
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sources and all(url.startswith("/") for url in sources), sources
+    assert "fonts.googleapis" not in html
+    for url in sources:
+        assert client.get(url).status_code == 200, url
+
+
+def test_every_answer_has_security_headers(client: TestClient) -> None:
+    for path in ("/", "/health", "/docs", "/sample?n=1"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    page = client.get("/").headers["content-security-policy"]
+    assert "default-src 'self'" in page and "unsafe-inline" not in page and "object-src 'none'" in page
+
+
+def test_head_on_get_routes(client: TestClient) -> None:
+    for path in ("/health", "/breeds", "/", "/sample?n=1&seed=1"):
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"]
+    assert client.head("/mix").status_code == 405  # a POST route stays POST
+
+
+def test_the_schema_states_the_limits(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    sample = {p["name"]: p["schema"] for p in spec["paths"]["/sample"]["get"]["parameters"]}
+    assert sample["n"]["maximum"] == 64 and sample["scale"]["maximum"] == 8
+    assert sample["breed"]["anyOf"][0]["enum"] == ["beagle", "gordon_setter", "samoyed"]
+    seed_max = sample["seed"]["anyOf"][0]["maximum"]
+    assert isinstance(seed_max, int) and seed_max == 2**53 - 1  # exact in any JSON reader
+    identify = {p["name"]: p["schema"] for p in spec["paths"]["/identify"]["post"]["parameters"]}
+    assert identify["top_k"]["maximum"] == 1000  # more than the breeds is allowed: all of them come back
+    mix = spec["components"]["schemas"]["MixRequest"]["properties"]
+    assert mix["n"]["maximum"] == 64 and mix["breeds"]["propertyNames"]["enum"][0] == "beagle"
+    assert spec["components"]["schemas"]["MorphRequest"]["properties"]["steps"]["maximum"] == 64
+    assert spec["components"]["schemas"]["DecodeRequest"]["properties"]["latents"]["maxItems"] == 64
+
+
+def test_error_codes_are_listed_per_route(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/sample"]["get"]["responses"]) == {"200", "422", "503"}  # no upload, so no 400/413/415
+    assert set(paths["/identify"]["post"]["responses"]) == {"200", "400", "413", "415", "422", "503"}
+    assert set(paths["/health"]["get"]["responses"]) == {"200"}
+
+
 def test_sampling_steps_setting_overrides_the_checkpoints(tiny_diffusion_checkpoint) -> None:
     from app.core.config import Settings
     from app.core.inference import ModelService

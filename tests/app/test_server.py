@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.server import free_port
+from bench.server import free_port, running_server
 from tests.app.conftest import image_bytes, uvicorn
 
 
@@ -33,3 +35,120 @@ def test_mix_and_identify_over_http(server: str) -> None:
     found = httpx.post(f"{server}/identify", files={"file": ("dog.png", image_bytes(), "image/png")}, timeout=60)
     assert found.status_code == 200
     assert {b["breed"] for b in found.json()["breeds"]} == {"beagle", "gordon_setter", "samoyed"}
+
+
+def busy_server(checkpoint: Path, **env: str):  # type: ignore[no-untyped-def]
+    """One worker and 1,000 DDIM steps a dog: a 64-dog /sample keeps the worker busy for seconds."""
+    return running_server(
+        checkpoint, {"VAE_DOGS_WORKERS": "1", "VAE_DOGS_SAMPLING_STEPS": "1000", "VAE_DOGS_MAX_SCALE": "8", **env}
+    )
+
+
+def in_background(url: str, **params: object) -> tuple[threading.Thread, list[httpx.Response | Exception]]:
+    answers: list[httpx.Response | Exception] = []
+
+    def get() -> None:
+        try:
+            answers.append(httpx.get(f"{url}/sample", params=params, timeout=120))
+        except Exception as err:  # the test reads it
+            answers.append(err)
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return thread, answers
+
+
+def wait_until_busy(url: str) -> None:
+    for _ in range(200):
+        if "vae_dogs_queued_work_seconds 0.0" not in httpx.get(f"{url}/metrics").text:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the long request never started")
+
+
+def test_health_answers_while_every_worker_is_busy(tiny_diffusion_checkpoint: Path) -> None:
+    with busy_server(tiny_diffusion_checkpoint) as server:
+        thread, answers = in_background(server.url, n=64, seed=1)
+        wait_until_busy(server.url)
+        assert httpx.get(f"{server.url}/health", timeout=5).json() == {"status": "ok"}
+        assert httpx.get(f"{server.url}/ready", timeout=5).json() == {"status": "ready"}
+        assert thread.is_alive()  # both answered while the sample was still being drawn
+        thread.join()
+        assert answers[0].status_code == 200  # type: ignore[union-attr]
+
+
+def test_a_full_queue_is_a_503_with_retry_after_at_once(tiny_diffusion_checkpoint: Path) -> None:
+    with busy_server(tiny_diffusion_checkpoint, VAE_DOGS_MAX_QUEUED_S="0.000001") as server:
+        thread, _ = in_background(server.url, n=64, seed=1)
+        wait_until_busy(server.url)
+        refused = httpx.post(f"{server.url}/mix", json={"breeds": {"beagle": 1}}, timeout=5)
+        assert thread.is_alive()
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert "busy" in refused.json()["detail"]
+        thread.join()
+
+
+def test_the_timeout_stops_the_work(tiny_diffusion_checkpoint: Path) -> None:
+    with busy_server(tiny_diffusion_checkpoint, VAE_DOGS_INFERENCE_TIMEOUT_S="0.5") as server:
+        answer = httpx.get(f"{server.url}/sample", params={"n": 64, "seed": 1}, timeout=60)
+        assert answer.status_code == 503 and "Retry-After" in answer.headers
+        assert "longer than the 0.5-s limit" in answer.json()["detail"]
+        # The worker is free again: a photo is answered (it would wait behind the 64 dogs, and time out, otherwise).
+        photo = {"file": ("dog.png", image_bytes(), "image/png")}
+        assert httpx.post(f"{server.url}/identify", files=photo, timeout=60).status_code == 200
+
+
+def test_an_oversized_upload_is_refused_before_it_is_read(tiny_checkpoint: Path) -> None:
+    with running_server(tiny_checkpoint, {"VAE_DOGS_MAX_BODY_BYTES": "100000"}) as server:
+        sent = 0
+
+        def body():  # type: ignore[no-untyped-def]
+            nonlocal sent
+            yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+            for _ in range(1000):  # 64 MB of photo, chunked: no Content-Length to refuse it by
+                sent += 65536
+                yield b"\0" * 65536
+
+        headers = {"Content-Type": "multipart/form-data; boundary=x"}
+        try:
+            answer = httpx.post(f"{server.url}/identify", content=body(), headers=headers, timeout=30)
+            assert answer.status_code == 413 and "100,000-byte limit" in answer.json()["detail"]
+        except httpx.HTTPError:
+            pass  # the server may close the connection while the client is still sending
+        assert sent < 64 * 65536  # far less than the 64 MB was sent before the answer
+        declared = httpx.post(
+            f"{server.url}/decode", content=b"{" + b" " * 200_000 + b"}", headers={"Content-Type": "application/json"}
+        )
+        assert declared.status_code == 413
+
+
+def test_vae_dogs_serve_closes_connections_that_send_their_head_too_slowly(tiny_checkpoint: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "VAE_DOGS_CHECKPOINT": str(tiny_checkpoint),
+        "VAE_DOGS_DEVICE": "cpu",
+        "VAE_DOGS_HEAD_TIMEOUT_S": "1",
+        "PORT": str(port),
+    }
+    proc = subprocess.Popen([sys.executable, "-c", "from app.main import serve; serve()"], env=env)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+        slow.settimeout(30)
+        assert slow.recv(1024) == b""  # closed by the server (a hang would raise socket.timeout)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200  # others still served
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -26,7 +26,10 @@ def test_zero_bytes(client: TestClient, endpoint: str) -> None:
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_not_an_image(client: TestClient, endpoint: str) -> None:
     response = post(client, endpoint, b"this is a text file, not a dog", "dog.txt")
-    assert response.status_code == 415 and "not an image" in response.json()["detail"]
+    assert (
+        response.status_code == 415
+        and "not an image in a format the service reads (JPEG, PNG or WebP)" in response.json()["detail"]
+    )
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -55,7 +58,7 @@ def test_missing_file_field(client: TestClient) -> None:
     assert client.post("/identify").status_code == 422
 
 
-@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("P", "GIF"), ("RGB", "WEBP")])
+@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("P", "PNG"), ("RGB", "WEBP")])
 def test_other_modes_are_converted(client: TestClient, mode: str, fmt: str) -> None:
     response = post(client, "/identify", image_bytes(mode=mode, fmt=fmt))
     assert response.status_code == 200, response.text
@@ -75,3 +78,45 @@ def test_exif_rotation_is_applied(client: TestClient) -> None:
     a = post(client, "/encode", stored.getvalue(), "a.jpg").json()["mean"]
     b = post(client, "/encode", plain.getvalue(), "b.jpg").json()["mean"]
     assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.15
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "BMP", "TGA", "PCX", "ICO"])
+def test_formats_other_than_jpeg_png_webp_are_refused(client: TestClient, fmt: str) -> None:
+    response = post(client, "/identify", image_bytes(fmt=fmt, size=(64, 64)), f"dog.{fmt.lower()}")
+    assert response.status_code == 415, response.text
+    assert "JPEG, PNG or WebP" in response.json()["detail"]
+
+
+def test_a_16_bit_photo_is_scaled_not_clipped(client: TestClient) -> None:
+    """A 16-bit grey PNG encodes like the same photo in 8 bits (before: every pixel above 255/65535 became white)."""
+    import numpy as np
+
+    eight = (np.arange(64 * 64).reshape(64, 64) % 200 + 20).astype(np.uint8)
+    sixteen = eight.astype(np.uint16) * 257
+    files = []
+    for array in (eight, sixteen):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    assert Image.open(io.BytesIO(files[1])).mode.startswith("I;16")
+    a, b = (post(client, "/encode", data).json()["mean"] for data in files)
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
+
+
+def test_a_bomb_beyond_pillows_own_limit_is_told_the_services_limit(client: TestClient) -> None:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)  # 400 Mpx: Pillow refuses it in Image.open
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    response = post(client, "/identify", bomb)
+    assert response.status_code == 413
+    assert "40,000,000-pixel limit" in response.json()["detail"], response.json()["detail"]
+    assert "178,956,970" not in response.json()["detail"]
+
+
+def test_exactly_one_file_part(client: TestClient) -> None:
+    photo = image_bytes()
+    two = [("file", ("a.png", photo, "image/png")), ("file", ("b.png", photo, "image/png"))]
+    response = client.post("/identify", files=two)
+    assert response.status_code == 422 and "exactly one 'file' part, got 2" in response.json()["detail"]

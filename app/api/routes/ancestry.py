@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from app.api.routes.codec import photo_tensor
 from app.api.routes.generate import check_limits
-from app.deps import ModelDep, SettingsDep
-from app.images import png_response
-from app.schemas import IMAGE_PNG, AncestryFit, AncestryResult, BreedWeight, check_weights
+from app.deps import ModelDep, PhotoDep, SettingsDep
+from app.images import png_image, png_response
+from app.schemas import IMAGE_PNG, PHOTO_ERRORS, AncestryFit, AncestryResult, BreedWeight, check_weights
 from model import latent_ops
 
 router = APIRouter(tags=["breeds"])
@@ -27,20 +27,26 @@ ANCESTRY_RESPONSES = {
 @router.post(
     "/ancestry",
     response_model=AncestryResult,
-    responses=ANCESTRY_RESPONSES,
+    responses=ANCESTRY_RESPONSES | PHOTO_ERRORS,
     summary="The mix of known breeds that best explains a dog photo, like a DNA breed test",
 )
 async def ancestry(
+    photo: PhotoDep,
     service: ModelDep,
     settings: SettingsDep,
-    file: UploadFile = File(description="a dog photo"),
+    request: Request,
     max_breeds: int = Query(3, ge=1, le=10, description="at most this many breeds in the composition"),
     image: bool = Query(False, description="return a dog of the mix (PNG, seed 0) instead of JSON"),
     scale: int = Query(1, ge=1),
 ) -> AncestryResult | Response:
     check_limits(settings, 1, scale, service.image_size)
-    x = await photo_tensor(file, service, settings)
-    result = await service.run(latent_ops.ancestry, service.model, x, max_breeds, sampling=service.sampling)
+
+    def work() -> tuple[latent_ops.Ancestry, bytes | None]:
+        x = photo_tensor(photo, service, settings)
+        result = latent_ops.ancestry(service.model, x, max_breeds, sampling=service.sampling)
+        return result, png_image(result.mix_image[None], scale) if image else None
+
+    result, data = await service.run(work, "ancestry", 1, request)
     composition = sorted(
         (
             BreedWeight(breed=service.breeds[i], weight=float(result.weights[i]))
@@ -48,9 +54,9 @@ async def ancestry(
         ),
         key=lambda b: -b.weight,
     )
-    if image:
+    if data is not None:
         header = ", ".join(f"{b.breed}={b.weight:.3f}" for b in composition)
-        return png_response(result.mix_image[None], scale, headers={"X-Composition": header})
+        return png_response(data, headers={"X-Composition": header})
     return AncestryResult(
         composition=composition,
         fit=AncestryFit(
@@ -91,18 +97,22 @@ def parse_breeds_field(text: str) -> dict[str, float]:
 @router.post(
     "/transfer",
     response_class=Response,
-    responses=IMAGE_PNG,
+    responses=IMAGE_PNG | PHOTO_ERRORS,
     summary="The same dog (pose, background, framing) rendered as another breed or mix",
 )
 async def transfer(
+    photo: PhotoDep,
     service: ModelDep,
     settings: SettingsDep,
-    file: UploadFile = File(description="a dog photo"),
+    request: Request,
     breeds: str = Form(description='target breed weights as JSON, e.g. {"samoyed": 1}', examples=['{"samoyed": 1}']),
     scale: int = Form(1, ge=1),
 ) -> Response:
     check_limits(settings, 1, scale, service.image_size)
     weights = service.weights(parse_breeds_field(breeds))
-    x = await photo_tensor(file, service, settings)
-    images = await service.run(latent_ops.transfer, service.model, x, weights)
-    return png_response(images, scale)
+
+    def work() -> bytes:
+        images = latent_ops.transfer(service.model, photo_tensor(photo, service, settings), weights)
+        return png_image(images, scale)
+
+    return png_response(await service.run(work, "transfer", 1, request))

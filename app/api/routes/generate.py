@@ -5,13 +5,13 @@ from __future__ import annotations
 import secrets
 
 import torch
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from app.core.inference import ModelService
 from app.deps import ModelDep, SettingsDep
-from app.images import gif_response, png_response
-from app.schemas import IMAGE_PNG, MixRequest, MorphEnd, MorphRequest
+from app.images import gif_image, gif_response, png_image, png_response
+from app.schemas import IMAGE_PNG, JSON_ERRORS, MAX_SEED, QUERY_ERRORS, MixRequest, MorphEnd, MorphRequest
 from model import latent_ops
 
 router = APIRouter(tags=["generate"])
@@ -39,30 +39,33 @@ def seed_or_random(seed: int | None) -> int:
 @router.post(
     "/mix",
     response_class=Response,
-    responses=IMAGE_PNG,
+    responses=IMAGE_PNG | JSON_ERRORS,
     summary="Blend breeds with weights into a new breed; the X-Seed header reproduces the result",
 )
-async def mix(body: MixRequest, service: ModelDep, settings: SettingsDep) -> Response:
+async def mix(body: MixRequest, service: ModelDep, settings: SettingsDep, request: Request) -> Response:
     check_limits(settings, body.n, body.scale, service.image_size)
     weights = service.weights(body.breeds)
     seed = seed_or_random(body.seed)
-    images = await service.decode(
-        *latent_ops.mix_latents(service.model, weights, body.n, seed, body.temperature, service.sampling)
-    )
-    return png_response(images, body.scale, headers={"X-Seed": str(seed)})
+
+    def work() -> bytes:
+        images = latent_ops.mix(service.model, weights, body.n, seed, body.temperature, service.sampling)
+        return png_image(images, body.scale)
+
+    return png_response(await service.run(work, "mix", body.n, request), headers={"X-Seed": str(seed)})
 
 
 @router.get(
     "/sample",
     response_class=Response,
-    responses=IMAGE_PNG,
+    responses=IMAGE_PNG | QUERY_ERRORS,
     summary="Random dogs from the prior, optionally of one breed",
 )
 async def sample(
     service: ModelDep,
     settings: SettingsDep,
+    request: Request,
     n: int = Query(16, ge=1, description="how many dogs (a grid)"),
-    seed: int | None = Query(None, ge=0, le=2**63 - 1),
+    seed: int | None = Query(None, ge=0, le=MAX_SEED),
     temperature: float = Query(1.0, ge=0, le=3),
     breed: str | None = Query(None, description="a breed name from GET /breeds; default: random breeds"),
     scale: int = Query(1, ge=1),
@@ -70,16 +73,19 @@ async def sample(
     check_limits(settings, n, scale, service.image_size)
     breed_index = service.breed_index(breed) if breed else None
     seed = seed_or_random(seed)
-    images = await service.decode(
-        *latent_ops.sample_latents(service.model, n, breed_index, seed, temperature, service.sampling)
-    )
-    return png_response(images, scale, headers={"X-Seed": str(seed)})
+
+    def work() -> bytes:
+        images = latent_ops.sample(service.model, n, breed_index, seed, temperature, service.sampling)
+        return png_image(images, scale)
+
+    return png_response(await service.run(work, "sample", n, request), headers={"X-Seed": str(seed)})
 
 
-def morph_end(service: ModelService, end: MorphEnd, seed: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def morph_end(
+    service: ModelService, end: MorphEnd, weights: torch.Tensor | None, seed: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     if end.latent is not None:
         return latent_ops.latent_endpoint(service.model, latent=torch.tensor(end.latent, dtype=torch.float64))
-    weights = service.weights(end.breeds)
     return latent_ops.latent_endpoint(
         service.model, weights, seed=seed, temperature=temperature, sampling=service.sampling
     )
@@ -90,20 +96,25 @@ def morph_end(service: ModelService, end: MorphEnd, seed: int, temperature: floa
     response_class=Response,
     responses={
         200: {"content": {"image/png": {}, "image/gif": {}}, "description": "a strip (PNG) or an animation (GIF)"}
-    },
+    }
+    | JSON_ERRORS,
     summary="A morph from one breed mix (or latent) to another: a PNG strip or an animated GIF",
 )
-async def morph(body: MorphRequest, service: ModelDep, settings: SettingsDep) -> Response:
+async def morph(body: MorphRequest, service: ModelDep, settings: SettingsDep, request: Request) -> Response:
     check_limits(settings, body.steps, body.scale, service.image_size)
     seed = seed_or_random(body.seed)
+    # Breed names are checked here, on the event loop, so an unknown one is a 422 before any work.
+    ends = [service.weights(e.breeds) if e.breeds is not None else None for e in (body.start, body.end)]
 
-    def run() -> torch.Tensor:
-        start = morph_end(service, body.start, seed, body.temperature)
-        end = morph_end(service, body.end, seed, body.temperature)
-        return latent_ops.morph(service.model, start, end, body.steps)
+    def work() -> bytes:
+        start, end = (
+            morph_end(service, e, w, seed, body.temperature) for e, w in zip((body.start, body.end), ends, strict=True)
+        )
+        frames = latent_ops.morph(service.model, start, end, body.steps)
+        if body.format == "gif":
+            return gif_image(frames, body.scale)
+        return png_image(frames, body.scale, columns=body.steps)
 
-    frames = await service.run(run)
+    data = await service.run(work, "morph", body.steps, request)
     headers = {"X-Seed": str(seed)}
-    if body.format == "gif":
-        return gif_response(frames, body.scale, headers)
-    return png_response(frames, body.scale, headers, columns=body.steps)
+    return gif_response(data, headers) if body.format == "gif" else png_response(data, headers)

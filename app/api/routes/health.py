@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.deps import ModelDep, SettingsDep
-from app.schemas import BreedInfo, Health, Info
+from app.schemas import NOT_LOADED, BreedInfo, Health, Info
 
 router = APIRouter(tags=["service"])
 
@@ -17,13 +17,18 @@ def health() -> Health:
     "/ready",
     response_model=Health,
     summary="Readiness: the model is loaded",
-    responses={503: {"description": "the model is not loaded"}},
+    responses=NOT_LOADED,
 )
 def ready(service: ModelDep) -> Health:
     return Health(status="ready")
 
 
-@router.get("/info", response_model=Info, summary="The model card: breeds, resolution, metrics, checksum, device")
+@router.get(
+    "/info",
+    response_model=Info,
+    responses=NOT_LOADED,
+    summary="The model card: breeds, resolution, metrics, checksum, device",
+)
 def info(service: ModelDep, settings: SettingsDep) -> Info:
     card, cfg, prior, sampling = service.card, service.model.vae.cfg, service.model.prior, service.sampling
     diffusion = prior.kind == "diffusion"
@@ -39,7 +44,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         eta=sampling.eta if diffusion else None,
         autoguidance=sampling.autoguidance if service.model.has_guide else None,
         device=str(service.device),
-        checkpoint=str(settings.checkpoint),
+        checkpoint=settings.checkpoint.name,
         checkpoint_sha256=card["weights_sha256"],
         torch_version=card.get("torch_version"),
         git_commit=card.get("git_commit"),
