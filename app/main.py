@@ -42,7 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise StartupError(f"vae-dogs cannot start: {err}{where}") from None
     app.state.model_service = service
     describe_model(service.card, str(service.device))
-    document_model(app, settings, service.breeds)
+    document_model(app, settings, service.breeds, service.model.vae.cfg.latent_dim)
     try:
         yield
     finally:

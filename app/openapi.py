@@ -1,5 +1,5 @@
 """The OpenAPI schema, completed at start-up with what only the settings and the checkpoint know: the maxima of
-``n``, ``scale``, ``steps`` and the latents per request, and the breed names as an enum."""
+``n``, ``scale``, ``steps`` and the latents per request, the latent's length, and the breed names as an enum."""
 
 from __future__ import annotations
 
@@ -8,45 +8,56 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.core.config import Settings
+from model.latent_ops import MAX_LATENT_ABS
 
 
 def limits(settings: Settings) -> dict[str, int]:
     return {"n": settings.max_images, "steps": settings.max_images, "scale": settings.max_scale}
 
 
-def _complete(schema: dict[str, Any], maxima: dict[str, int], breeds: list[str]) -> None:
-    breed_names = {"type": "string", "enum": breeds}
+def _non_null(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return [option for option in schema.get("anyOf", [schema]) if option.get("type") != "null"]
+
+
+def _complete(schema: dict[str, Any], maxima: dict[str, int], breeds: list[str], latent_dim: int) -> None:
+    latent = {
+        "type": "array",
+        "items": {"type": "number", "minimum": -MAX_LATENT_ABS, "maximum": MAX_LATENT_ABS},
+        "minItems": latent_dim,
+        "maxItems": latent_dim,
+    }
     for path in schema["paths"].values():
         for operation in path.values():
             for parameter in operation.get("parameters", []):
-                name, values = parameter["name"], parameter["schema"]
-                target = next((s for s in values.get("anyOf", [values]) if s.get("type") != "null"), values)
+                name, target = parameter["name"], _non_null(parameter["schema"])[0]
                 if name in maxima:
                     target["maximum"] = maxima[name]
                 elif name == "breed":
                     target["enum"] = breeds
-    models = schema.get("components", {}).get("schemas", {})
-    for model in models.values():
+    for model in schema.get("components", {}).get("schemas", {}).values():
         for name, field in model.get("properties", {}).items():
             if name in maxima and field.get("type") == "integer":
                 field["maximum"] = maxima[name]
             elif name == "latents":
-                field["maxItems"] = maxima["n"]
-            elif name == "breeds" and ("additionalProperties" in field or "anyOf" in field):
-                for option in field.get("anyOf", [field]):
+                field.update(maxItems=maxima["n"], items=latent)
+            elif name == "latent":
+                field["anyOf"] = [latent if option.get("type") == "array" else option for option in field["anyOf"]]
+            elif name == "breeds":
+                for option in _non_null(field):
                     if option.get("type") == "object":
-                        option["propertyNames"] = breed_names
+                        option.update(propertyNames={"type": "string", "enum": breeds}, minProperties=1)
+                        option["additionalProperties"] = {"type": "number", "minimum": 0}
 
 
-def document_model(app: FastAPI, settings: Settings, breeds: list[str]) -> None:
-    """Make ``app.openapi()`` carry the settings' limits and the loaded checkpoint's breed names."""
+def document_model(app: FastAPI, settings: Settings, breeds: list[str], latent_dim: int) -> None:
+    """Make ``app.openapi()`` carry the settings' limits and the loaded checkpoint's breeds and latent size."""
     plain = FastAPI.openapi.__get__(app)
     maxima = limits(settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = plain()
-            _complete(schema, maxima, breeds)
+            _complete(schema, maxima, breeds, latent_dim)
             app.openapi_schema = schema
         return app.openapi_schema
 
