@@ -51,6 +51,7 @@ class VAEConfig:
     channels: tuple[int, ...] = (32, 64, 128, 256)  # per stride-2 stage of the encoder/decoder
     classifier_channels: tuple[int, ...] = (32, 64, 128, 256)
     classifier_dropout: float = 0.3
+    classifier_image_size: int = 0  # the side the breed head reads photos at; 0: image_size
     learned_pixel_scale: bool = True  # sigma-VAE; if False the scale is fixed at pixel_scale
     pixel_scale: float = 0.1
     min_log_pixel_scale: float = -4.0  # floor so the likelihood cannot diverge on flat images
@@ -65,6 +66,16 @@ class VAEConfig:
                 f"a spatial latent of {self.latent_channels} channels at {self.latent_side}x{self.latent_side} "
                 f"has latent_dim {self.latent_channels * self.latent_side**2}, got {self.latent_dim}"
             )
+
+    @property
+    def head_size(self) -> int:
+        """Side of the images the breed head reads (fully convolutional, so any side works; it was trained at this)."""
+        return self.classifier_image_size or self.image_size
+
+    @property
+    def photo_size(self) -> int:
+        """Side to decode a photo at, for both the encoder and the breed head."""
+        return max(self.image_size, self.head_size)
 
     @property
     def latent_side(self) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from model import interrupt
@@ -145,19 +146,28 @@ class Encoding:
     breed_probabilities: Tensor  # (n, n_breeds)
 
 
+def at_side(images: Tensor, side: int) -> Tensor:
+    """Images (n, 3, H, W) resized to ``side`` x ``side`` (antialiased bicubic, like the data's decoding)."""
+    if images.shape[-1] == side and images.shape[-2] == side:
+        return images
+    return F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
 @torch.inference_mode()
 def breed_probabilities(model: DogModel, images: Tensor) -> Tensor:
-    """q(y | x) averaged over the photo and its mirror image (test-time flip)."""
-    images = images.to(model.device)
+    """q(y | x) averaged over the photo and its mirror image (test-time flip); images of any side are resized to
+    the side the breed head reads (``cfg.head_size``)."""
     vae = model.vae
+    images = at_side(images.to(model.device), vae.cfg.head_size)
     logits = vae.breed_logits(images).softmax(-1) + vae.breed_logits(images.flip(3)).softmax(-1)
     return (logits / 2).cpu()
 
 
 @torch.inference_mode()
 def encode(model: DogModel, images: Tensor) -> Encoding:
-    """(n, 3, S, S) images in [0, 1] -> posterior parameters and breed probabilities."""
-    mean, log_var = model.vae.encode(images.to(model.device))
+    """(n, 3, S, S) images in [0, 1] -> posterior parameters and breed probabilities. Photos are best given at
+    ``cfg.photo_size``: the encoder reads them resized to ``cfg.image_size``, the breed head at ``cfg.head_size``."""
+    mean, log_var = model.vae.encode(at_side(images.to(model.device), model.vae.cfg.image_size))
     return Encoding(mean.cpu(), log_var.cpu(), breed_probabilities(model, images))
 
 

@@ -201,7 +201,13 @@ def evaluate(
     metrics: dict[str, Any] = held_out_metrics(
         model.vae, LossWeights(**card.get("loss_weights", {})), val.pixels, labels, dev
     )
-    ident, confusion = identification_metrics(model, val.pixels, labels, breeds)
+    head_size = model.vae.cfg.head_size  # a breed head trained on larger photos reads them at its own size
+    head_pixels = (
+        val.pixels
+        if head_size == image_size
+        else held_out_photos(card, load_images(photos, head_size, cache_dir), data).pixels
+    )
+    ident, confusion = identification_metrics(model, head_pixels, labels, breeds)
     metrics.update(ident)
     # The same question answered in z alone, by Bayes' rule over the per-breed ex-post Gaussians.
     means = torch.cat(

@@ -3,13 +3,13 @@
     python -m training.recipe recipes/dogs64.toml --data ../shared/dogs --out runs/dogs64 --dry-run
     python -m training.recipe recipes/dogs64.toml --data ../shared/dogs --out runs/dogs64
 
-A recipe is a TOML file of ``[[stage]]`` tables: ``name`` (its folder under ``--out``), ``command`` (``training``,
-``training.prior``, ``training.sampling`` or ``training.evaluate``), ``args`` (the command's flags: underscores for
-dashes, ``true`` for a bare flag, a list for several values) and the earlier stages it reads (``init_from``,
-``prior_from``, ``guide_from``, ``source``). Each stage runs as ``python -m <command>`` with ``--data``, and writes
-``<out>/<name>/.done`` when it has finished, so a second run skips it; a stopped ``training`` stage is resumed from
-its last epoch (``--resume``), any other stopped stage starts again (they take minutes, not hours). The stages show
-their own progress bars; the recipe prints each stage's command before it runs.
+A recipe is a TOML file of ``[[stage]]`` tables: ``name`` (its folder under ``--out``), ``command`` (one of
+``COMMANDS``), ``args`` (the command's flags: underscores for dashes, ``true`` for a bare flag, a list for several
+values) and the earlier stages it reads (``init_from``, ``prior_from``, ``guide_from``, ``source``). Each stage runs as
+``python -m <command>`` with ``--data``, and writes ``<out>/<name>/.done`` when it has finished, so a second run skips
+it; a stopped ``training`` or ``training.breed_head`` stage is resumed from its last epoch (``--resume``), any other
+stopped stage starts again. The stages show their own progress bars; the recipe prints each stage's command before
+it runs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("training", "training.prior", "training.sampling", "training.evaluate")
+COMMANDS = ("training", "training.prior", "training.breed_head", "training.sampling", "training.evaluate")
+RESUMABLE = ("training", "training.breed_head")  # resumed from their last epoch; the others start again
 STAGE_LINKS = ("init_from", "prior_from", "guide_from")
 DONE = ".done"
 
@@ -103,7 +104,7 @@ def state_of(stage: Stage, out: Path) -> str:
     folder = out / stage.name
     if (folder / DONE).is_file():
         return "done"
-    if stage.command == "training" and (folder / "resume.json").is_file():
+    if stage.command in RESUMABLE and (folder / "resume.json").is_file():
         return "resumable"
     return "to run"
 

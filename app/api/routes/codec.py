@@ -26,7 +26,7 @@ router = APIRouter(tags=["latent space"])
 
 def photo_tensor(data: bytes, service: ModelService, settings: Settings) -> torch.Tensor:
     """Decode an upload to the model's input (call it on a worker: decoding a photo is CPU work)."""
-    return decode_photo(data, settings.max_image_pixels, service.image_size)
+    return decode_photo(data, settings.max_image_pixels, service.model.vae.cfg.photo_size)
 
 
 def ranked(service: ModelService, probabilities: torch.Tensor, top_k: int | None = None) -> list[BreedProbability]:
