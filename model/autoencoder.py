@@ -52,6 +52,9 @@ class VAEConfig:
     classifier_channels: tuple[int, ...] = (32, 64, 128, 256)
     classifier_dropout: float = 0.3
     classifier_image_size: int = 0  # the side the breed head reads photos at; 0: image_size
+    # One covariance for every breed's latent Gaussian (the pooled one) instead of one each: per-breed factors cost
+    # n_breeds * latent_dim^2 floats, 503 MB for 120 breeds of 1,024 numbers.
+    shared_covariance: bool = False
     learned_pixel_scale: bool = True  # sigma-VAE; if False the scale is fixed at pixel_scale
     pixel_scale: float = 0.1
     min_log_pixel_scale: float = -4.0  # floor so the likelihood cannot diverge on flat images
@@ -196,9 +199,11 @@ class BreedVAE(nn.Module):
         self.log_pixel_scale = nn.Parameter(
             torch.full((3,), math.log(cfg.pixel_scale)), requires_grad=cfg.learned_pixel_scale
         )
-        # Per-breed mean and Cholesky factor of the aggregate posterior (Ghosh et al.). N(0, I) for every breed
-        # until `fit_latent_gaussians` runs at the end of training (the plain baseline never runs it).
-        eye = torch.eye(cfg.latent_dim).expand(cfg.n_breeds, -1, -1).clone()
+        # Per-breed mean and Cholesky factor of the aggregate posterior (Ghosh et al.): one factor per breed, or one
+        # for all (shared_covariance). N(0, I) for every breed until `fit_latent_gaussians` runs at the end of
+        # training (the plain baseline never runs it).
+        factors = 1 if cfg.shared_covariance else cfg.n_breeds
+        eye = torch.eye(cfg.latent_dim).expand(factors, -1, -1).clone()
         self.register_buffer("prior_mean", torch.zeros(cfg.n_breeds, cfg.latent_dim))
         self.register_buffer("prior_cholesky", eye)
         self.register_buffer("pooled_cholesky", torch.eye(cfg.latent_dim))
@@ -239,6 +244,9 @@ class BreedVAE(nn.Module):
         pooled = centred.T @ centred / max(n - 1, 1) + eps
         self.pooled_cholesky.copy_(torch.linalg.cholesky(pooled).float())
         self.prior_mean.copy_(breed_means.float())
+        if self.cfg.shared_covariance:
+            self.prior_cholesky[0] = self.pooled_cholesky
+            return
         for b in range(self.cfg.n_breeds):
             rows = breeds == b
             count = int(rows.sum())
@@ -249,11 +257,17 @@ class BreedVAE(nn.Module):
                 cov = (1 - shrinkage) * (c.T @ c / (count - 1)) + shrinkage * pooled + eps
             self.prior_cholesky[b] = torch.linalg.cholesky(cov).float()
 
+    def mixed_cholesky(self, weights: Tensor) -> Tensor:
+        """L(w) = sum_b w_b L_b for weights (..., n_breeds) -> (..., d, d)."""
+        if self.cfg.shared_covariance:
+            return weights.sum(-1)[..., None, None] * self.prior_cholesky[0]
+        return torch.einsum("...b,bij->...ij", weights, self.prior_cholesky)
+
     def gaussian_log_density(self, z: Tensor, weights: Tensor) -> Tensor:
         """log N(z; mean(w), L(w) L(w)^T) for one latent z (d,) and weights (k, n_breeds) -> (k,), where
         mean(w) = sum_b w_b mu_b and L(w) = sum_b w_b L_b. Differentiable in ``weights``."""
         mean = weights @ self.prior_mean
-        cholesky = torch.einsum("kb,bij->kij", weights, self.prior_cholesky)
+        cholesky = self.mixed_cholesky(weights)
         diff = (z[None] - mean).unsqueeze(-1)
         whitened = torch.linalg.solve_triangular(cholesky, diff, upper=False).squeeze(-1)
         log_det = cholesky.diagonal(dim1=-2, dim2=-1).abs().clamp_min(1e-12).log().sum(-1)

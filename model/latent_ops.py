@@ -198,7 +198,8 @@ def breeds_for_latent(model: DogModel, z: Tensor) -> Tensor:
     z = z.to(model.device)
     diff = z[None, :, :] - vae.prior_mean[:, None, :]  # (B, n, d)
     # One triangular solve per breed with the n latents as columns: expanding the (B, d, d) factors to
-    # every latent would need n * B * d^2 floats (57 GB for 1,946 latents of 512 numbers).
+    # every latent would need n * B * d^2 floats (57 GB for 1,946 latents of 512 numbers). A shared factor
+    # (1, d, d) broadcasts over the breeds.
     whitened = torch.linalg.solve_triangular(vae.prior_cholesky, diff.transpose(1, 2), upper=False).permute(2, 0, 1)
     log_det = vae.prior_cholesky.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (B,)
     log_likelihood = -0.5 * whitened.pow(2).sum(-1) - log_det
@@ -236,7 +237,7 @@ def mix_typicality(model: DogModel, z: Tensor, weights: Tensor) -> tuple[float, 
     degrees of freedom, so the tail probability says how typical the photo is for a dog of that mix.
     """
     mean = weights @ model.vae.prior_mean
-    cholesky = torch.einsum("b,bij->ij", weights, model.vae.prior_cholesky)
+    cholesky = model.vae.mixed_cholesky(weights)
     whitened = torch.linalg.solve_triangular(cholesky, (z - mean)[:, None], upper=False).squeeze(-1)
     squared, d = float(whitened.pow(2).sum()), z.numel()
     tail = float(

@@ -50,7 +50,7 @@ class GaussianPrior:
 
     def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor:
         mean = weights @ self.vae.prior_mean
-        cholesky = torch.einsum("nb,bij->nij", weights, self.vae.prior_cholesky)
+        cholesky = self.vae.mixed_cholesky(weights)
         return mean + temperature * torch.einsum("nij,nj->ni", cholesky, noise)
 
     def log_likelihood(self, z: Tensor, weights: Tensor) -> Tensor:

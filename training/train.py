@@ -105,6 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--channels", type=str, default="32,64,128,256", help="VAE widths per stride-2 stage")
     p.add_argument("--classifier-channels", type=str, default="32,64,128,256")
+    p.add_argument(
+        "--shared-covariance",
+        action="store_true",
+        help="one covariance for every breed's latent Gaussian (per-breed ones cost n_breeds * latent_dim^2 floats: "
+        "503 MB for 120 breeds of 1,024); may be switched on when resuming",
+    )
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--kl-warmup-epochs", type=float, default=3.0)
     p.add_argument("--generated-breed-weight", type=float, default=3.0)
@@ -235,13 +241,21 @@ def make_optimizer(vae: BreedVAE, lr: float, weight_decay: float) -> torch.optim
     return torch.optim.AdamW(groups, lr=lr)
 
 
+# Fitted, not trained: refitted from the posterior means at every epoch's end, so a resumed run needs none of them
+# (and a resumed run may change their form, --shared-covariance).
+FITTED_BUFFERS = ("prior_mean", "prior_cholesky", "pooled_cholesky")
+
+
 def save_resume_state(
     out: Path, parts: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], state: dict[str, Any]
 ) -> None:
     """Weights and optimizer moments as safetensors (by prefix: ``model.``, ``opt.``, ``disc.``, ``disc_opt.``) and
-    the counters as JSON: resuming needs no pickle either."""
+    the counters as JSON: resuming needs no pickle either. The latent Gaussians are left out (``FITTED_BUFFERS``)."""
     tensors = {
-        f"{name}.{k}": v.detach().cpu().contiguous() for name, m in parts.items() for k, v in m.state_dict().items()
+        f"{name}.{k}": v.detach().cpu().contiguous()
+        for name, m in parts.items()
+        for k, v in m.state_dict().items()
+        if k not in FITTED_BUFFERS
     }
     for name, optimizer in optimizers.items():
         for pid, slots in optimizer.state_dict()["state"].items():
@@ -260,7 +274,11 @@ def load_resume_state(
     tensors = load_file(str(out / RESUME_WEIGHTS))
     for name, module in parts.items():
         prefix = f"{name}."
-        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        stored = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        stored = {k: v for k, v in stored.items() if k not in FITTED_BUFFERS}  # older resume states hold them
+        missing, unexpected = module.load_state_dict(stored, strict=False)
+        if unexpected or set(missing) - set(FITTED_BUFFERS):
+            raise SystemExit(f"--resume: the saved {name} does not match (missing {missing}, unexpected {unexpected})")
     for name, optimizer in optimizers.items():
         opt_state = optimizer.state_dict()
         for key, value in tensors.items():
@@ -345,6 +363,7 @@ def main(argv: list[str] | None = None) -> Path:
         latent_channels=args.latent_channels,
         channels=channels,
         classifier_channels=_ints(args.classifier_channels),
+        shared_covariance=args.shared_covariance,
         **plain,
     )
     weights = LossWeights(
@@ -381,7 +400,10 @@ def main(argv: list[str] | None = None) -> Path:
         if not (out / RESUME_STATE).is_file():
             raise SystemExit(f"--resume: no {RESUME_STATE} in {out}; start without --resume")
         state = load_resume_state(out, parts, optimizers)
-        if state["config"] != json.loads(json.dumps(cfg.to_dict())) or state["breeds"] != breeds:
+        # Compared as JSON, with the defaults of fields newer than the run; the Gaussians' form may change.
+        saved, now = (json.loads(json.dumps(c.to_dict())) for c in (VAEConfig.from_dict(state["config"]), cfg))
+        saved.pop("shared_covariance"), now.pop("shared_covariance")
+        if saved != now or state["breeds"] != breeds:
             raise SystemExit(f"--resume: {out} was trained with another config or breed list")
         start_epoch, history, stages = state["epoch"], state["history"], state.get("stages", [])
     perceptual = load_lpips().to(ddp.device) if args.perceptual_weight else None

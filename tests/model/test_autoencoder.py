@@ -61,3 +61,19 @@ def test_fit_latent_gaussians_recovers_breed_means_and_densities() -> None:
     assert torch.allclose(cov.diagonal(), torch.full((6,), 0.25), atol=0.1)
     densities = model.gaussian_log_density(centres[2], torch.eye(4))
     assert int(densities.argmax()) == 2
+
+
+def test_a_shared_covariance_is_the_pooled_one_for_every_breed() -> None:
+    """shared_covariance keeps one factor (1, d, d): densities equal those of per-breed factors all set to it."""
+    torch.manual_seed(0)
+    breeds = torch.arange(400) % 4
+    means = torch.randn(4, 6)[breeds] * 3 + torch.randn(400, 6) * 0.5
+    shared, full = BreedVAE(VAEConfig(**SMALL, shared_covariance=True)), BreedVAE(VAEConfig(**SMALL))
+    shared.fit_latent_gaussians(means, breeds)
+    full.fit_latent_gaussians(means, breeds)
+    assert shared.prior_cholesky.shape == (1, 6, 6) and full.prior_cholesky.shape == (4, 6, 6)
+    assert torch.equal(shared.prior_cholesky[0], full.pooled_cholesky)
+    full.prior_cholesky.copy_(full.pooled_cholesky.expand(4, -1, -1))
+    weights = torch.tensor([[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0.1, 0.2, 0.3, 0.4]])
+    assert torch.allclose(shared.gaussian_log_density(means[0], weights), full.gaussian_log_density(means[0], weights))
+    assert torch.allclose(shared.mixed_cholesky(weights), full.mixed_cholesky(weights))

@@ -62,6 +62,18 @@ def test_resume_continues_from_the_last_epoch(tmp_path: Path, folders_data: Path
     assert [h["epoch"] for h in checkpoint.read_card(out)["history"]] == [1, 2]
 
 
+def test_a_resumed_run_may_switch_to_a_shared_covariance(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
+    """The latent Gaussians are refitted at every epoch's end and not kept in the resume state, so their form may
+    change when resuming; the weights file then holds one covariance factor instead of one per breed."""
+    out = tmp_path / "run"
+    train([*train_args(folders_data, out, cache_dir, 2), "--stop-after", "1"])
+    assert checkpoint.load(out)[0].vae.prior_cholesky.shape[0] == 3
+    train([*train_args(folders_data, out, cache_dir, 2), "--resume", "--shared-covariance"])
+    model, card = checkpoint.load(out)
+    assert model.vae.prior_cholesky.shape[0] == 1 and card["config"]["shared_covariance"] is True
+    assert [h["epoch"] for h in card["history"]] == [1, 2]
+
+
 def test_resume_without_a_run_says_so(tmp_path: Path, folders_data: Path, cache_dir: Path) -> None:
     with pytest.raises(SystemExit, match="no resume.json"):
         train([*train_args(folders_data, tmp_path / "empty", cache_dir, 1), "--resume"])
