@@ -45,6 +45,7 @@ from training.fid import (
     fid_sweep,
     held_out_reference,
     recognised_share,
+    reconstruction_fid,
     training_reference,
 )
 from training.losses import LossWeights, held_out_metrics
@@ -285,7 +286,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "photos, to choose settings without looking at the held-out ones)",
     )
     p.add_argument("--guide-from", type=Path, default=None, help="with --sweep: attach this autoguidance guide first")
+    p.add_argument(
+        "--reconstructions-only",
+        action="store_true",
+        help="only the FID of reconstructions and the real-vs-real floor (any checkpoint, stage 1 in progress too)",
+    )
     args = p.parse_args(argv)
+    if args.reconstructions_only:
+        result = reconstruction_fid(
+            args.checkpoint, args.data, args.fid_samples or 1000, args.seed, args.device, args.cache_dir
+        )
+        print(json.dumps(result))
+        return result
     if args.sweep:
         temperatures, assignments = split_temperatures(p, args.sweep)
         base = SamplerSettings.from_dict(checkpoint.read_card(args.checkpoint)["sampling"])

@@ -140,6 +140,34 @@ def training_reference(
     return fid.cached_statistics(photos, "FID: training photos", json.dumps([image_size, ids]), cache_dir), photos
 
 
+def reconstruction_fid(
+    checkpoint_dir: Path,
+    data: Path | list[Path],
+    n: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+) -> dict[str, float]:
+    """The evaluation's ``fid_reconstructions`` and ``fid_real_vs_real`` alone (same photos, same seeds, shared
+    cached statistics): ``n`` training photos through the autoencoder, and unchanged, against ``n`` held-out photos.
+    What the decoder allows, for any checkpoint, stage 1 in progress included; minutes rather than the
+    evaluation's quarter hour."""
+    model, card = checkpoint.load(checkpoint_dir, device)
+    size = model.vae.cfg.image_size
+    images = load_images(find_photos(data), size, cache_dir)
+    val = held_out_photos(card, images, data)
+    fid = FID(torch.device(device))
+    n = min(n, len(val.ids))
+    real, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, size, cache_dir)
+    floor, photos = training_reference(fid, images, card, n, generator, size, cache_dir)
+    reconstructions = torch.cat([latent_ops.reconstruct(model, photos[i : i + 100]) for i in range(0, n, 100)])
+    return {
+        "fid_reconstructions": fid.distance(real, fid.statistics(reconstructions, "FID: reconstructions")),
+        "fid_real_vs_real": fid.distance(real, floor),
+        "fid_real_photos": n,
+    }
+
+
 REFERENCES = ("held-out", "training")
 
 
