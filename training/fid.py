@@ -140,6 +140,26 @@ def training_reference(
     return fid.cached_statistics(photos, "FID: training photos", json.dumps([image_size, ids]), cache_dir), photos
 
 
+def references(
+    model: DogModel,
+    card: dict[str, Any],
+    data: Path | list[Path],
+    n: int,
+    seed: int,
+    device: str,
+    cache_dir: Path | None,
+) -> tuple[FID, ImageArray, int, dict[str, np.ndarray], torch.Generator]:
+    """The FID network, the photos at the model's size, how many real photos a reference holds (``n``, at most the
+    held-out ones), the held-out reference's statistics, and the generator after its draw."""
+    size = model.vae.cfg.image_size
+    images = load_images(find_photos(data), size, cache_dir)
+    val = held_out_photos(card, images, data)
+    fid = FID(torch.device(device))
+    n = min(n, len(val.ids))
+    real, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, size, cache_dir)
+    return fid, images, n, real, generator
+
+
 def reconstruction_fid(
     checkpoint_dir: Path,
     data: Path | list[Path],
@@ -153,13 +173,8 @@ def reconstruction_fid(
     What the decoder allows, for any checkpoint, stage 1 in progress included; minutes rather than the
     evaluation's quarter hour."""
     model, card = checkpoint.load(checkpoint_dir, device)
-    size = model.vae.cfg.image_size
-    images = load_images(find_photos(data), size, cache_dir)
-    val = held_out_photos(card, images, data)
-    fid = FID(torch.device(device))
-    n = min(n, len(val.ids))
-    real, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, size, cache_dir)
-    floor, photos = training_reference(fid, images, card, n, generator, size, cache_dir)
+    fid, images, n, real, generator = references(model, card, data, n, seed, device, cache_dir)
+    floor, photos = training_reference(fid, images, card, n, generator, model.vae.cfg.image_size, cache_dir)
     reconstructions = torch.cat([latent_ops.reconstruct(model, photos[i : i + 100]) for i in range(0, n, 100)])
     return {
         "fid_reconstructions": fid.distance(real, fid.statistics(reconstructions, "FID: reconstructions")),
@@ -233,11 +248,7 @@ def sweep(
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, not {reference!r}")
     image_size = model.vae.cfg.image_size
-    images = load_images(find_photos(data), image_size, cache_dir)
-    val = held_out_photos(card, images, data)
-    fid = FID(torch.device(device))
-    n = min(fid_samples, len(val.ids))
-    real_stats, generator = held_out_reference(fid, val.ids, val.pixels, n, seed, image_size, cache_dir)
+    fid, images, n, real_stats, generator = references(model, card, data, fid_samples, seed, device, cache_dir)
     if reference == "training":
         real_stats, _ = training_reference(fid, images, card, n, generator, image_size, cache_dir)
     rows = []
