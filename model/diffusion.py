@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.layers import ResidualBlock, SelfAttention, group_norm, time_features
@@ -37,6 +38,13 @@ class DiffusionConfig:
     # A self-attention layer after every second block: every latent position sees the whole dog at once
     # (convolutions alone need many blocks to connect head and tail, and samples grew extra heads).
     attention: bool = False
+    # The denoiser works on patch x patch cells of the latent (DiT's patch size, Peebles & Xie 2023): a 16x16x4
+    # latent at patch 2 is 8x8 cells of 16 numbers, a quarter of the positions and a sixteenth of the attention.
+    patch: int = 1
+
+    def __post_init__(self) -> None:
+        if self.patch < 1:
+            raise ValueError(f"patch must be at least 1, got {self.patch}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,12 +72,16 @@ class LatentDiffusion(nn.Module):
         ch = cfg.channels
         self.time_mlp = nn.Sequential(nn.Linear(self.TIME_FEATURES, ch), nn.SiLU(), nn.Linear(ch, ch))
         self.breed_embedding = nn.Linear(n_breeds, ch, bias=False)
-        self.conv_in = nn.Conv2d(latent_shape[0], ch, 3, padding=1)
+        channels, height, width = latent_shape
+        if height % cfg.patch or width % cfg.patch:
+            raise ValueError(f"a {height}x{width} latent does not split into {cfg.patch}x{cfg.patch} patches")
+        cell = channels * cfg.patch**2  # numbers per cell the denoiser sees
+        self.conv_in = nn.Conv2d(cell, ch, 3, padding=1)
         self.blocks = nn.ModuleList(ResidualBlock(ch, cond_dim=ch) for _ in range(cfg.blocks))
         self.attention = nn.ModuleDict(
             {str(i): SelfAttention(ch) for i in range(1, cfg.blocks, 2)} if cfg.attention else {}
         )
-        self.conv_out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, latent_shape[0], 3, padding=1))
+        self.conv_out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, cell, 3, padding=1))
         nn.init.zeros_(self.conv_out[-1].weight)
         nn.init.zeros_(self.conv_out[-1].bias)
 
@@ -94,12 +106,18 @@ class LatentDiffusion(nn.Module):
     def velocity(self, x_t: Tensor, t: Tensor, breed_weights: Tensor) -> Tensor:
         """(n, latent_dim) noisy standardised latents, (n,) times, (n, n_breeds) -> the predicted v."""
         cond = self.time_mlp(time_features(t, self.TIME_FEATURES)) + self.breed_embedding(breed_weights)
-        h = self.conv_in(x_t.view(-1, *self.shape))
+        x = x_t.view(-1, *self.shape)
+        if self.cfg.patch > 1:
+            x = F.pixel_unshuffle(x, self.cfg.patch)
+        h = self.conv_in(x)
         for i, block in enumerate(self.blocks):
             h = block(h, cond)
             if str(i) in self.attention:
                 h = self.attention[str(i)](h)
-        return self.conv_out(h).flatten(1)
+        v = self.conv_out(h)
+        if self.cfg.patch > 1:
+            v = F.pixel_shuffle(v, self.cfg.patch)
+        return v.flatten(1)
 
     def noised(self, x: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Standardised latents x at times t with noise eps -> (x_t, the velocity v the denoiser should predict)."""

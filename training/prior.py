@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=6, help="residual blocks of the denoiser")
     p.add_argument("--attention", action="store_true", help="a self-attention layer after every second block")
     p.add_argument(
+        "--patch",
+        type=int,
+        default=1,
+        help="the denoiser sees patch x patch cells of the latent (2: a quarter the cost)",
+    )
+    p.add_argument(
         "--ema",
         type=float,
         default=0.999,
@@ -93,8 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm bar (logs stay)")
     args = p.parse_args(argv)
-    if min(args.steps, args.batch_size, args.channels, args.blocks, args.log_every) < 1:
-        p.error("--steps, --batch-size, --channels, --blocks and --log-every must be positive")
+    if min(args.steps, args.batch_size, args.channels, args.blocks, args.log_every, args.patch) < 1:
+        p.error("--steps, --batch-size, --channels, --blocks, --log-every and --patch must be positive")
     if args.patience < 0:
         p.error("--patience must not be negative")
     if not 0 < args.stop_fraction < 1:
@@ -163,7 +169,9 @@ def main(argv: list[str] | None = None) -> Path:
     sampling = source.sampling
     torch.manual_seed(args.seed)
     denoiser = LatentDiffusion(
-        DiffusionConfig(args.channels, args.blocks, args.attention), source.n_breeds, source.vae.cfg.latent_shape
+        DiffusionConfig(args.channels, args.blocks, args.attention, args.patch),
+        source.n_breeds,
+        source.vae.cfg.latent_shape,
     ).to(device)
     if args.prior_from:
         other, _ = checkpoint.load(args.prior_from, device)

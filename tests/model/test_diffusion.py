@@ -11,12 +11,14 @@ from model.sampler import SamplerSettings
 from training.losses import denoising_loss
 
 
-@pytest.mark.parametrize("attention", [False, True])
-def test_diffusion_prior_learns_each_breeds_latents(attention: bool) -> None:
+@pytest.mark.parametrize("attention, patch", [(False, 1), (True, 1), (True, 2)])
+def test_diffusion_prior_learns_each_breeds_latents(attention: bool, patch: int) -> None:
     """A diffusion prior trained on two breeds' well-separated latents samples each breed near its own data,
-    and its denoising error (the likelihood behind ancestry) names the breed a new latent came from."""
-    denoiser = LatentDiffusion(DiffusionConfig(channels=32, blocks=2, attention=attention), 2, (1, 4, 4))
+    and its denoising error (the likelihood behind ancestry) names the breed a new latent came from; also when the
+    denoiser sees 2x2 patches of the latent."""
+    denoiser = LatentDiffusion(DiffusionConfig(channels=32, blocks=2, attention=attention, patch=patch), 2, (1, 4, 4))
     assert len(denoiser.attention) == (1 if attention else 0)
+    assert denoiser.conv_in.in_channels == patch**2
     torch.manual_seed(0)
     centres = torch.randn(2, 16) * 3
     breeds = torch.randint(0, 2, (1000,))
@@ -58,3 +60,13 @@ def test_config_round_trip() -> None:
     assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown DiffusionConfig fields"):
         DiffusionConfig.from_dict({"channels": 8, "guidance": 2})
+
+
+def test_patches_must_tile_the_latent() -> None:
+    with pytest.raises(ValueError, match="patch must be at least 1"):
+        DiffusionConfig(patch=0)
+    with pytest.raises(ValueError, match="does not split into 3x3 patches"):
+        LatentDiffusion(DiffusionConfig(channels=8, blocks=1, patch=3), 2, (1, 4, 4))
+    cfg = DiffusionConfig(channels=8, blocks=1, patch=2)
+    assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
+    assert DiffusionConfig.from_dict({"channels": 8, "blocks": 1, "attention": False}).patch == 1  # older cards
