@@ -39,7 +39,7 @@ def test_the_prior_stage_fits_a_diffusion_prior(tiny_diffusion_checkpoint: Path,
     assert model.prior.kind == "diffusion" and model.sampling.steps == 4
     assert card["prior"] == {
         "kind": "diffusion",
-        "config": {"channels": 16, "blocks": 1, "attention": False},
+        "config": {"channels": 16, "blocks": 1, "attention": False, "patch": 1},
         "guide": None,
     }
     source, _ = checkpoint.load(tiny_checkpoint)
