@@ -29,7 +29,16 @@ from tqdm import tqdm
 from model import checkpoint, latent_ops
 from model.autoencoder import BreedVAE
 from model.prior import DogModel
-from training.common import command_args, git_commit, lr_at, resolve_device, set_threads
+from training.common import (
+    RESUME_STATE,
+    command_args,
+    git_commit,
+    load_resume_state,
+    lr_at,
+    resolve_device,
+    save_resume_state,
+    set_threads,
+)
 from training.data import (
     balanced_indices,
     find_photos,
@@ -39,7 +48,6 @@ from training.data import (
     to_tensor,
     training_ids,
 )
-from training.train import RESUME_STATE, load_resume_state, save_resume_state
 
 METRICS_FILE = "breed-head-metrics.jsonl"
 

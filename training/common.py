@@ -1,9 +1,11 @@
-"""Plumbing shared by the training commands: device, threads, provenance, schedules, latents, setting grids."""
+"""Plumbing shared by the training commands: device, threads, provenance, schedules, latents, grids, resume state."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,7 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
+from model import checkpoint
 from model.autoencoder import BreedVAE
 from model.sampler import SamplerSettings
 from training.data import to_tensor
@@ -90,3 +95,54 @@ def settings_grid(assignments: list[str], base: SamplerSettings) -> list[Sampler
             values["steps"] = int(values["steps"])
         grid.append(SamplerSettings(**(base.to_dict() | values)))
     return grid
+
+
+RESUME_WEIGHTS = "resume.safetensors"
+RESUME_STATE = "resume.json"
+
+# Fitted, not trained: refitted from the posterior means at every epoch's end, so a resumed run needs none of them
+# (and a resumed run may change their form, --shared-covariance).
+FITTED_BUFFERS = ("prior_mean", "prior_cholesky", "pooled_cholesky")
+
+
+def save_resume_state(
+    out: Path, parts: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], state: dict[str, Any]
+) -> None:
+    """Weights and optimizer moments as safetensors (by prefix: ``model.``, ``opt.``, ``disc.``, ``disc_opt.``) and
+    the counters as JSON: resuming needs no pickle either. The latent Gaussians are left out (``FITTED_BUFFERS``)."""
+    tensors = {
+        f"{name}.{k}": v.detach().cpu().contiguous()
+        for name, m in parts.items()
+        for k, v in m.state_dict().items()
+        if k not in FITTED_BUFFERS
+    }
+    for name, optimizer in optimizers.items():
+        for pid, slots in optimizer.state_dict()["state"].items():
+            for slot, value in slots.items():
+                tensors[f"{name}.{pid}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tmp = out / f".{RESUME_WEIGHTS}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out / RESUME_WEIGHTS)
+    checkpoint.atomic_write_json(out / RESUME_STATE, state)
+
+
+def load_resume_state(
+    out: Path, parts: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> dict[str, Any]:
+    state = json.loads((out / RESUME_STATE).read_text())
+    tensors = load_file(str(out / RESUME_WEIGHTS))
+    for name, module in parts.items():
+        prefix = f"{name}."
+        stored = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        stored = {k: v for k, v in stored.items() if k not in FITTED_BUFFERS}  # older resume states hold them
+        missing, unexpected = module.load_state_dict(stored, strict=False)
+        if unexpected or set(missing) - set(FITTED_BUFFERS):
+            raise SystemExit(f"--resume: the saved {name} does not match (missing {missing}, unexpected {unexpected})")
+    for name, optimizer in optimizers.items():
+        opt_state = optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith(f"{name}."):
+                _, pid, slot = key.split(".", 2)
+                opt_state["state"].setdefault(int(pid), {})[slot] = value
+        optimizer.load_state_dict(opt_state)
+    return state
