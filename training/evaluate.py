@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from model import checkpoint, latent_ops
@@ -134,6 +135,85 @@ def pairwise_mixes(model: DogModel, breeds: list[str], seed: int) -> torch.Tenso
     return torch.cat(images)
 
 
+def breed_pairs(n_breeds: int, pairs: int, seed: int) -> torch.Tensor:
+    """(pairs, 2) distinct random breed pairs (a, b), a != b, drawn with ``seed``; fewer when the breeds allow fewer."""
+    generator = torch.Generator().manual_seed(seed)
+    everyone = torch.combinations(torch.arange(n_breeds), 2)
+    chosen = everyone[torch.randperm(len(everyone), generator=generator)[:pairs]]
+    flip = torch.rand(len(chosen), generator=generator) < 0.5  # either parent may come first
+    return torch.where(flip[:, None], chosen.flip(1), chosen)
+
+
+def mix_grid_latents(
+    model: DogModel, pairs: torch.Tensor, share: float, seeds: int, seed: int, sampling: SamplerSettings | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder inputs for "``share`` of a, the rest b" of every pair, once per seed (seed .. seed + seeds - 1, the
+    same noise for every pair): (pairs * seeds, latent_dim) latents and their weights."""
+    n = model.n_breeds
+    weights = torch.zeros(len(pairs), n)
+    weights[torch.arange(len(pairs)), pairs[:, 0]] = share
+    weights[torch.arange(len(pairs)), pairs[:, 1]] += 1 - share
+    weights = weights.repeat_interleave(seeds, 0)
+    dim = latent_ops.noise_dim(model, sampling)
+    eps = torch.cat([latent_ops.noise(1, dim, seed + s) for s in range(seeds)]).repeat(len(pairs), 1)
+    z = torch.cat(
+        [
+            latent_ops.prior_latents(model, weights[i : i + 64], eps[i : i + 64], sampling=sampling).cpu()
+            for i in range(0, len(weights), 64)
+        ]
+    )
+    return z, weights
+
+
+def mix_fidelity(
+    model: DogModel, pairs: int = 100, seeds: int = 4, seed: int = 0, sampling: SamplerSettings | None = None
+) -> dict[str, Any]:
+    """Whether mixes carry their parents, by the breed head's judgement of the mixed dogs: of 50/50 mixes of
+    ``pairs`` random breed pairs x ``seeds`` seeds, the share with both parents among the head's top 3
+    (``both_parents_top3``); of 70/30 mixes, the share in which it rates the 70 % parent above the 30 % one
+    (``major_parent_first``)."""
+    chosen = breed_pairs(model.n_breeds, pairs, seed)
+    rows = torch.arange(len(chosen)).repeat_interleave(seeds)
+    a, b = chosen[rows, 0], chosen[rows, 1]
+    result: dict[str, Any] = {"pairs": len(chosen), "seeds": seeds, "mixing": (sampling or model.sampling).mixing}
+    for share in (0.5, 0.7):
+        z, weights = mix_grid_latents(model, chosen, share, seeds, seed, sampling)
+        probs = torch.cat(
+            [
+                latent_ops.breed_probabilities(model, latent_ops.decode(model, z[i : i + 256], weights[i : i + 256]))
+                for i in range(0, len(z), 256)
+            ]
+        )
+        if share == 0.5:
+            top3 = probs.topk(min(3, model.n_breeds), dim=1).indices
+            both = (top3 == a[:, None]).any(1) & (top3 == b[:, None]).any(1)
+            result["both_parents_top3"] = float(both.float().mean())
+        else:
+            dogs = torch.arange(len(probs))
+            result["major_parent_first"] = float((probs[dogs, a] > probs[dogs, b]).float().mean())
+    return result
+
+
+def mix_comparison(
+    model: DogModel, breeds: list[str], candidates: list[SamplerSettings], pairs: int = 6, seed: int = 0
+) -> Image.Image:
+    """A figure of ``pairs`` random pairs: parent a, the 50/50 mix under each of ``candidates``, parent b (one seed
+    for everything in a row)."""
+    chosen = breed_pairs(model.n_breeds, pairs, seed)
+    cells, labels = [], []
+    for i, (a, b) in enumerate(chosen.tolist()):
+        parents = latent_ops.decode(
+            model, *mix_grid_latents(model, torch.tensor([[a, b], [b, a]]), 1.0, 1, seed + i, candidates[0])
+        )
+        mixes = [
+            latent_ops.decode(model, *mix_grid_latents(model, torch.tensor([[a, b]]), 0.5, 1, seed + i, settings))
+            for settings in candidates
+        ]
+        cells += [parents[:1], *mixes, parents[1:]]
+        labels.append(f"{breeds[a]} + {breeds[b]}")
+    return labelled_rows(torch.cat(cells), labels, columns=len(candidates) + 2, scale=2, label_width=260)
+
+
 def ancestry_recovery(
     model: DogModel,
     seed: int,
@@ -229,6 +309,9 @@ def evaluate(
     samples, sample_breeds = balanced_samples(model, max(fid_samples, len(breeds)), seed)
     metrics["generated_breed_top1"] = recognised_share(model, samples, sample_breeds)
     metrics["ancestry_recovery_top1"] = ancestry_recovery(model, seed)["top1"]
+    mixes = mix_fidelity(model, seed=seed)
+    metrics["mix_both_parents_top3"] = mixes["both_parents_top3"]
+    metrics["mix_major_parent_first"] = mixes["major_parent_first"]
 
     if fid_samples > 0:
         fid = FID(dev)
@@ -291,7 +374,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="only the FID of reconstructions and the real-vs-real floor (any checkpoint, stage 1 in progress too)",
     )
+    p.add_argument(
+        "--mixes-only",
+        action="store_true",
+        help="only whether mixes carry their parents (mix_fidelity), at the checkpoint's sampler settings or at "
+        "every combination of --sweep's (one JSON line each), and the figure mix_comparison.png of six pairs",
+    )
     args = p.parse_args(argv)
+    if args.mixes_only:
+        model, card = checkpoint.load(args.checkpoint, args.device)
+        try:
+            candidates = settings_grid(args.sweep or [], model.sampling)
+        except ValueError as err:
+            p.error(str(err))
+        rows = []
+        for settings in candidates:
+            rows.append(mix_fidelity(model, seed=args.seed, sampling=settings) | {"sampling": settings.to_dict()})
+            print(json.dumps(rows[-1]), flush=True)
+        out = args.out or Path(args.checkpoint) / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        breeds = [b["name"] for b in card["breeds"]]
+        mix_comparison(model, breeds, candidates, seed=args.seed).save(out / "mix_comparison.png")
+        return {"mix_fidelity": rows}
     if args.reconstructions_only:
         result = reconstruction_fid(
             args.checkpoint, args.data, args.fid_samples or 1000, args.seed, args.device, args.cache_dir

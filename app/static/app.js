@@ -58,6 +58,39 @@ function mixWeights() {
   return weights;
 }
 
+// The mix lives in the page's address (#mix=beagle:50,samoyed:50&seed=7&variety=1), so a new breed can be shared as
+// a link and reopens exactly; the fragment never reaches the server.
+function writeMixState(weights) {
+  const state = new URLSearchParams({
+    mix: Object.entries(weights).map(([name, w]) => `${name}:${w}`).join(","),
+    seed: $("mix-seed").value,
+    variety: $("mix-temperature").value,
+  });
+  history.replaceState(null, "", `#${state}`);
+  $("mix-link").href = location.href;
+}
+
+function readMixState() {
+  const state = new URLSearchParams(location.hash.slice(1));
+  const rows = (state.get("mix") || "").split(",").filter(Boolean).map((part) => {
+    const [name, weight] = part.split(":");
+    return [name, Math.min(100, Math.max(0, Math.round(Number(weight))))];
+  });
+  const unknown = rows.filter(([name]) => !breeds.includes(name)).map(([name]) => name);
+  const known = rows.filter(([name, weight]) => breeds.includes(name) && Number.isFinite(weight));
+  const seed = Number(state.get("seed"));
+  const variety = Number(state.get("variety"));
+  return {
+    unknown,
+    rows: known,
+    seed: state.has("seed") && Number.isInteger(seed) && seed >= 0 ? seed : null,
+    variety: state.has("variety") && variety >= 0 && variety <= 1.5 ? variety : null,
+  };
+}
+
+// Only the latest request's dog is shown; a slower earlier one is cancelled (the service drops work whose client left).
+let mixInFlight = null;
+
 async function updateMix() {
   const weights = mixWeights();
   const total = Object.values(weights).reduce((a, b) => a + b, 0);
@@ -65,9 +98,21 @@ async function updateMix() {
     $("global-error").textContent = "Give at least one breed a weight above zero.";
     return;
   }
+  writeMixState(weights);
   const body = { breeds: weights, seed: Number($("mix-seed").value), temperature: Number($("mix-temperature").value), scale: 4 };
-  const response = await call("/mix", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }, $("global-error"));
-  await showImage($("mix-image"), response);
+  if (mixInFlight) mixInFlight.abort();
+  const controller = new AbortController();
+  mixInFlight = controller;
+  const options = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal: controller.signal };
+  try {
+    const response = await call("/mix", options, $("global-error"));
+    await showImage($("mix-image"), response);
+  } catch (err) {
+    if (err.name === "AbortError") return; // a newer request took over
+    throw err;
+  } finally {
+    if (mixInFlight === controller) mixInFlight = null;
+  }
   $("mix-caption").textContent = Object.entries(weights).filter(([, w]) => w > 0)
     .map(([name, w]) => `${pretty(name)} ${Math.round((100 * w) / total)} %`).join(" + ") + ` · seed ${body.seed}`;
 }
@@ -170,10 +215,20 @@ async function start() {
   fillSelect($("transfer-breed"), breeds[breeds.length - 1]);
   fillSelect($("morph-start"), breeds[0]);
   fillSelect($("morph-end"), breeds[breeds.length - 1]);
-  // Two breeds that look unalike, when the model knows them; otherwise the first two.
-  const [first, second] = ["beagle", "samoyed"].every((b) => breeds.includes(b)) ? ["beagle", "samoyed"] : [breeds[0], breeds[Math.min(1, breeds.length - 1)]];
-  addMixRow(first, 50);
-  addMixRow(second, 50);
+  const state = readMixState();
+  if (state.seed !== null) $("mix-seed").value = state.seed;
+  if (state.variety !== null) {
+    $("mix-temperature").value = state.variety;
+    $("mix-temperature-value").textContent = Number($("mix-temperature").value).toFixed(2);
+  }
+  if (state.rows.length) {
+    for (const [name, weight] of state.rows) addMixRow(name, weight);
+  } else {
+    // Two breeds that look unalike, when the model knows them; otherwise the first two.
+    const [first, second] = ["beagle", "samoyed"].every((b) => breeds.includes(b)) ? ["beagle", "samoyed"] : [breeds[0], breeds[Math.min(1, breeds.length - 1)]];
+    addMixRow(first, 50);
+    addMixRow(second, 50);
+  }
   $("add-breed").addEventListener("click", () => { addMixRow(breeds[0], 50); updateMixSoon(); });
   $("shuffle-seed").addEventListener("click", () => { $("mix-seed").value = Math.floor(Math.random() * 100000); updateMixSoon(); });
   $("mix-seed").addEventListener("change", updateMixSoon);
@@ -186,6 +241,9 @@ async function start() {
   $("photo-file").addEventListener("change", () => analysePhoto().catch(() => {}));
   $("transfer-button").addEventListener("click", () => transferPhoto().catch(() => {}));
   await Promise.all([updateMix(), updateSamples()]);
+  if (state.unknown.length) {
+    $("global-error").textContent = `The link names breeds this model does not know: ${state.unknown.join(", ")}`;
+  }
 }
 
 start().catch((err) => { $("global-error").textContent = `The page could not start: ${err.message}`; });

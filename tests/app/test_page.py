@@ -98,6 +98,25 @@ def test_the_page_in_a_real_browser(server: str, browser, tmp_path: Path) -> Non
     wait.until(lambda _: updates("mix-image") > before)
     assert "%" in browser.find_element(By.ID, "mix-caption").text
 
+    # The mix is in the address: it changed with the slider, and a link reopens the same mix, seed and variety.
+    state = browser.execute_script("return location.hash")
+    assert "mix=" in state and "seed=" in state
+    assert state in browser.find_element(By.ID, "mix-link").get_attribute("href")
+    first, second = browser.execute_script("return breeds.slice(0, 2)")
+    browser.get(f"{server}/#mix={first}:30,{second}:70&seed=1234&variety=0.5")
+    browser.refresh()  # a new page load, as when the link is opened
+    wait.until(lambda _: updates("mix-image") >= 1)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#mix-rows .row")
+    assert [r.find_element(By.TAG_NAME, "select").get_attribute("value") for r in rows] == [first, second]
+    assert [r.find_element(By.CSS_SELECTOR, "input[type=range]").get_attribute("value") for r in rows] == ["30", "70"]
+    assert browser.find_element(By.ID, "mix-seed").get_attribute("value") == "1234"
+    assert browser.find_element(By.ID, "mix-temperature").get_attribute("value") == "0.5"
+    assert "seed 1234" in browser.find_element(By.ID, "mix-caption").text
+    browser.get(f"{server}/#mix=no_such_breed:50")
+    browser.refresh()
+    wait.until(lambda _: "no_such_breed" in browser.find_element(By.ID, "global-error").text)
+    wait.until(lambda _: updates("mix-image") >= 1)  # the default mix instead
+
     # Upload a photo: breed bars, an ancestry composition, then a transfer.
     photo = tmp_path / "dog.png"
     photo.write_bytes(image_bytes(size=(96, 80)))

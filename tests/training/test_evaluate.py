@@ -66,3 +66,52 @@ def test_bad_sweeps_are_refused_before_any_sampling(
 def test_a_gaussian_prior_has_no_sampler_settings_to_sweep(tiny_checkpoint: Path, folders_data: Path) -> None:
     with pytest.raises(SystemExit, match="gaussian prior"):
         fid_sweep(tiny_checkpoint, folders_data, [SamplerSettings(guidance=3.0)], fid_samples=6)
+
+
+def test_breed_pairs_are_distinct_reproducible_and_in_either_order() -> None:
+    from training.evaluate import breed_pairs
+
+    pairs = breed_pairs(28, 100, seed=0)
+    assert pairs.shape == (100, 2) and bool((pairs[:, 0] != pairs[:, 1]).all())
+    assert len({tuple(sorted(p)) for p in pairs.tolist()}) == 100
+    assert pairs.equal(breed_pairs(28, 100, seed=0)) and not pairs.equal(breed_pairs(28, 100, seed=1))
+    assert bool((pairs[:, 0] > pairs[:, 1]).any() and (pairs[:, 0] < pairs[:, 1]).any())
+    assert len(breed_pairs(3, 100, seed=0)) == 3  # all there are
+
+
+def test_mix_fidelity_scores_what_the_breed_head_sees(
+    tiny_diffusion_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a "decoder" that shows the requested weights and a "breed head" that reads them back, every mix carries
+    both parents and the larger share ranks first; one that shows only the smaller share never ranks it first."""
+    import torch
+
+    from model import checkpoint, latent_ops
+    from training import evaluate as ev
+
+    model, _ = checkpoint.load(tiny_diffusion_checkpoint)
+    monkeypatch.setattr(latent_ops, "breed_probabilities", lambda model, images: images)
+    monkeypatch.setattr(latent_ops, "decode", lambda model, z, weights: weights.clone())
+    faithful = ev.mix_fidelity(model, pairs=3, seeds=2)
+    assert faithful["both_parents_top3"] == 1.0 and faithful["major_parent_first"] == 1.0
+    assert faithful["pairs"] == 3 and faithful["seeds"] == 2 and faithful["mixing"] == model.sampling.mixing
+
+    def minor_parent(model, z, weights):  # type: ignore[no-untyped-def]
+        shown = torch.zeros_like(weights)
+        shown[torch.arange(len(weights)), weights.masked_fill(weights == 0, 2.0).argmin(1)] = 1.0
+        return shown
+
+    monkeypatch.setattr(latent_ops, "decode", minor_parent)
+    assert ev.mix_fidelity(model, pairs=3, seeds=1)["major_parent_first"] == 0.0
+
+
+def test_mixes_only_compares_mixings_and_draws_the_pairs(
+    tiny_diffusion_checkpoint: Path, folders_data: Path, tmp_path: Path
+) -> None:
+    flags = ["--data", str(folders_data), "--mixes-only", "--out", str(tmp_path)]
+    rows = evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--sweep", "mixing=average,product"])["mix_fidelity"]
+    assert [r["mixing"] for r in rows] == ["average", "product"]
+    assert all(0 <= r["both_parents_top3"] <= 1 and 0 <= r["major_parent_first"] <= 1 for r in rows)
+    assert (tmp_path / "mix_comparison.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--sweep", "mixing=sum"])

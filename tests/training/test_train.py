@@ -220,12 +220,14 @@ def test_the_perceptual_and_adversarial_terms_train_and_resume(
 
     out = tmp_path / "gan"
     terms = ["--perceptual-weight", "0.1", "--adversarial-weight", "0.5", "--adversarial-start", "2"]
+    terms += ["--discriminator-channels", "16"]
     train([*train_args(folders_data, out, cache_dir, 2), *terms, "--stop-after", "1"])
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["train_perceptual"] > 0 and logged["train_adaptive_weight"] > 0
     assert math.isfinite(logged["train_discriminator"] + logged["train_generator"])
     saved = load_file(str(out / "resume.safetensors"))
     assert any(k.startswith("disc.") for k in saved) and any(k.startswith("disc_opt.") for k in saved)
+    assert saved["disc.net.0.weight"].shape[0] == 16
     card = checkpoint.read_card(out)
     assert card["loss_weights"]["perceptual_weight"] == 0.1 and card["loss_weights"]["adversarial_start"] == 2
     train([*train_args(folders_data, out, cache_dir, 2), *terms, "--resume"])
