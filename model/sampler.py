@@ -12,11 +12,6 @@ overridable per call (``dataclasses.replace``) or by the service's environment; 
 * ``output_scale``: the sampled standardised latent is multiplied by it (below 1: a truncation towards the mean).
 * ``autoguidance`` (Karras et al. 2024): with a guide (a weaker denoiser on the same latents) the velocity is
   ``v_guide + w * (v - v_guide)``, pushed away from the guide's errors (1: the guide unused).
-* ``mixing``: how a mix of breeds conditions the denoiser. ``"average"``: one pass on the weighted average of the
-  breeds' embeddings, a condition training never showed it (a 50/50 mix tends to come out as one parent). ``"product"``
-  (composable diffusion, Liu et al. 2022): one pass per breed of the mix, guided towards each breed by its weight,
-  ``v_uncond + g * sum_b w_b * (v_b - v_uncond)``, which samples the product of the parents' conditionals
-  ``p(x | b1)^w1 * p(x | b2)^w2 ...``. For one breed the two are the same.
 """
 
 from __future__ import annotations
@@ -31,8 +26,6 @@ from torch import Tensor
 from model import interrupt
 from model.diffusion import LatentDiffusion
 
-MIXINGS = ("average", "product")
-
 
 @dataclass(frozen=True)
 class SamplerSettings:
@@ -42,7 +35,6 @@ class SamplerSettings:
     eta: float = 0.0
     output_scale: float = 1.0
     autoguidance: float = 1.0
-    mixing: str = "average"
 
     def __post_init__(self) -> None:
         checks = {
@@ -55,7 +47,6 @@ class SamplerSettings:
                 math.isfinite(self.autoguidance) and self.autoguidance >= 1,
                 "at least 1 (1: the guide is not used)",
             ),
-            "mixing": (self.mixing in MIXINGS, f"one of {', '.join(map(repr, MIXINGS))}"),
         }
         for name, (ok, rule) in checks.items():
             if not ok:  # NaN fails every comparison, so it lands here too
@@ -104,40 +95,6 @@ def guided_velocity(
     return v_guide + weight * (v - v_guide)
 
 
-def mixture_parts(weights: Tensor) -> tuple[Tensor, Tensor]:
-    """Simplex weights (n, n_breeds) -> the one-hot conditions (m, n, n_breeds) of each row's m largest weights and
-    those weights (m, n), with m the most breeds any row mixes (rows with fewer get zero-weight parts)."""
-    m = max(1, int((weights > 0).sum(1).max()))
-    shares, breeds = weights.topk(m, dim=1)
-    conditions = torch.nn.functional.one_hot(breeds.T, weights.shape[1]).to(weights)
-    return conditions, shares.T
-
-
-def mixed_velocity(
-    denoiser: LatentDiffusion,
-    x: Tensor,
-    t: Tensor,
-    weights: Tensor,
-    settings: SamplerSettings,
-    guide: LatentDiffusion | None = None,
-) -> Tensor:
-    """The guided velocity for latents x (n, d) at times t (n,) under breed weights (n, n_breeds): classifier-free
-    guidance towards the averaged condition, or (``mixing="product"``) towards each breed by its weight."""
-    s = settings
-    if s.mixing == "product":
-        conditions, shares = mixture_parts(weights)
-    else:
-        conditions, shares = weights[None], torch.ones(1, len(weights), device=weights.device)
-    m = len(conditions)
-    if s.guidance == 1.0 and m == 1:  # the conditional model alone
-        return guided_velocity(denoiser, x, t, conditions[0], guide, s.autoguidance)
-    rows = torch.cat([*conditions, torch.zeros_like(weights)])
-    v = guided_velocity(denoiser, x.repeat(m + 1, 1), t.repeat(m + 1), rows, guide, s.autoguidance)
-    v_parts, v_uncond = v[: m * len(x)].view(m, *x.shape), v[m * len(x) :]
-    v_cond = (shares[..., None] * v_parts).sum(0)  # the weights sum to 1, so this is v_uncond + sum_b w_b (v_b - ...)
-    return classifier_free(v_cond, v_uncond, s.guidance, s.guidance_rescale)
-
-
 def sample(
     denoiser: LatentDiffusion,
     noise: Tensor,
@@ -157,9 +114,23 @@ def sample(
         raise ValueError(f"autoguidance {s.autoguidance:g} needs a guide, and this prior has none (set it to 1)")
     x, *fresh = noise.split(denoiser.z_mean.numel(), dim=1)
     times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
+    unconditional = torch.zeros_like(weights)
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
         interrupt.check()
-        v = mixed_velocity(denoiser, x, t.expand(len(x)), weights, s, guide)
+        tt = t.expand(len(x))
+        if s.guidance == 1.0:
+            v = guided_velocity(denoiser, x, tt, weights, guide, s.autoguidance)
+        else:
+            both = guided_velocity(
+                denoiser,
+                torch.cat([x, x]),
+                torch.cat([tt, tt]),
+                torch.cat([weights, unconditional]),
+                guide,
+                s.autoguidance,
+            )
+            v_cond, v_uncond = both.chunk(2)
+            v = classifier_free(v_cond, v_uncond, s.guidance, s.guidance_rescale)
         alpha, sigma = denoiser.alpha_sigma(t)
         x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
         alpha_next, sigma_next = denoiser.alpha_sigma(t_next)

@@ -8,7 +8,6 @@ import math
 import os
 import re
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +74,7 @@ def settings_grid(assignments: list[str], base: SamplerSettings) -> list[Sampler
     """``["guidance=3,4", "eta=1"]`` -> every combination as sampler settings (the others from ``base``).
 
     Each candidate is checked as it is built, so a bad value is a one-line error before minutes of sampling."""
-    axes: dict[str, list[float | str]] = {}
-    words = {f.name for f in fields(SamplerSettings) if f.type in (str, "str")}  # e.g. mixing=average,product
+    axes: dict[str, list[float]] = {}
     for assignment in assignments:
         name, sep, values = assignment.partition("=")
         name = name.strip().replace("-", "_")
@@ -85,7 +83,7 @@ def settings_grid(assignments: list[str], base: SamplerSettings) -> list[Sampler
                 f"{assignment!r}: expected NAME=V1,V2,... with NAME one of {', '.join(SamplerSettings.names())}"
             )
         try:
-            axes[name] = [v.strip() if name in words else float(v) for v in values.split(",") if v.strip()]
+            axes[name] = [float(v) for v in values.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"{assignment!r}: the values must be comma-separated numbers, e.g. {name}=1,2") from None
         if not axes[name]:

@@ -175,7 +175,7 @@ def mix_fidelity(
     chosen = breed_pairs(model.n_breeds, pairs, seed)
     rows = torch.arange(len(chosen)).repeat_interleave(seeds)
     a, b = chosen[rows, 0], chosen[rows, 1]
-    result: dict[str, Any] = {"pairs": len(chosen), "seeds": seeds, "mixing": (sampling or model.sampling).mixing}
+    result: dict[str, Any] = {"pairs": len(chosen), "seeds": seeds}
     for share in (0.5, 0.7):
         z, weights = mix_grid_latents(model, chosen, share, seeds, seed, sampling)
         probs = torch.cat(

@@ -94,7 +94,7 @@ def test_mix_fidelity_scores_what_the_breed_head_sees(
     monkeypatch.setattr(latent_ops, "decode", lambda model, z, weights: weights.clone())
     faithful = ev.mix_fidelity(model, pairs=3, seeds=2)
     assert faithful["both_parents_top3"] == 1.0 and faithful["major_parent_first"] == 1.0
-    assert faithful["pairs"] == 3 and faithful["seeds"] == 2 and faithful["mixing"] == model.sampling.mixing
+    assert faithful["pairs"] == 3 and faithful["seeds"] == 2
 
     def minor_parent(model, z, weights):  # type: ignore[no-untyped-def]
         shown = torch.zeros_like(weights)
@@ -105,13 +105,13 @@ def test_mix_fidelity_scores_what_the_breed_head_sees(
     assert ev.mix_fidelity(model, pairs=3, seeds=1)["major_parent_first"] == 0.0
 
 
-def test_mixes_only_compares_mixings_and_draws_the_pairs(
+def test_mixes_only_compares_sampler_settings_and_draws_the_pairs(
     tiny_diffusion_checkpoint: Path, folders_data: Path, tmp_path: Path
 ) -> None:
     flags = ["--data", str(folders_data), "--mixes-only", "--out", str(tmp_path)]
-    rows = evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--sweep", "mixing=average,product"])["mix_fidelity"]
-    assert [r["mixing"] for r in rows] == ["average", "product"]
+    rows = evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--sweep", "guidance=1,2"])["mix_fidelity"]
+    assert [r["sampling"]["guidance"] for r in rows] == [1.0, 2.0]
     assert all(0 <= r["both_parents_top3"] <= 1 and 0 <= r["major_parent_first"] <= 1 for r in rows)
     assert (tmp_path / "mix_comparison.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
-        evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--sweep", "mixing=sum"])
+        evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--sweep", "guidance=-1"])
