@@ -4,8 +4,9 @@ A prior answers three questions, and nothing outside this file asks which prior 
 
 * ``noise_dim(settings)``: how many standard normal numbers one sample starts from (a seed fixes them);
 * ``sample(noise, weights, settings, temperature)``: latents for breed weights on the simplex;
-* ``log_likelihood(z, weights)``: how well each breed mix explains one latent (higher is likelier, differentiable in
-  the weights), the score behind ancestry.
+* ``log_likelihood(z, weights, probes)``: how well each breed mix explains one latent (higher is likelier,
+  differentiable in the weights), the score behind ancestry; ``probes`` trades precision for speed where the score
+  is an estimate (the diffusion prior's), and is ignored where it is exact.
 
 ``GaussianPrior`` is the VAE's own per-breed Gaussians (``N(0, I)`` for the plain baseline, which never fits them):
 ``z = mean(w) + temperature * L(w) @ eps``. ``DiffusionPrior`` is a denoiser (``model/diffusion.py``) sampled by
@@ -33,7 +34,7 @@ class LatentPrior(Protocol):
 
     def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor: ...
 
-    def log_likelihood(self, z: Tensor, weights: Tensor) -> Tensor: ...
+    def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor: ...
 
     def modules(self) -> dict[str, nn.Module]:
         """Its weights, by the state-dict prefix they are stored under next to the VAE's."""
@@ -53,7 +54,7 @@ class GaussianPrior:
         cholesky = self.vae.mixed_cholesky(weights)
         return mean + temperature * torch.einsum("nij,nj->ni", cholesky, noise)
 
-    def log_likelihood(self, z: Tensor, weights: Tensor) -> Tensor:
+    def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor:
         return self.vae.gaussian_log_density(z, weights)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -72,8 +73,8 @@ class DiffusionPrior:
     def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor:
         return sampler.sample(self.denoiser, temperature * noise, weights, settings, self.guide)
 
-    def log_likelihood(self, z: Tensor, weights: Tensor) -> Tensor:
-        return -self.denoiser.denoising_error(z, weights)
+    def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor:
+        return -self.denoiser.denoising_error(z, weights, probes)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"latent_prior": self.denoiser} | ({"guide_prior": self.guide} if self.guide is not None else {})

@@ -106,6 +106,27 @@ def test_ancestry_recovers_the_largest_component_of_a_known_mix() -> None:
         assert typical > 0.01 and distance < 2  # the found mix explains its own sample
 
 
+def test_ancestry_screens_every_breed_quickly_and_scores_only_the_best_precisely() -> None:
+    """Every breed is scored with SCREEN_PROBES probes; only the SCREENED_BREEDS best get the full 32, and the support
+    is taken from those."""
+    vae = BreedVAE(VAEConfig(n_breeds=12, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
+    vae.prior_mean.copy_(3 * torch.randn(12, 16, generator=torch.Generator().manual_seed(1)))
+    calls: list[tuple[int, int]] = []
+
+    class Spy(GaussianPrior):
+        def log_likelihood(self, z: torch.Tensor, weights: torch.Tensor, probes: int = 32) -> torch.Tensor:
+            calls.append((len(weights), probes))
+            return super().log_likelihood(z, weights, probes)
+
+    model = DogModel(vae, Spy(vae))
+    z = vae.prior_mean[7] + 0.1 * torch.randn(16)
+    found = latent_ops.ancestry_weights(model, z, max_breeds=2, steps=3)
+    quick = sum(rows for rows, probes in calls if probes == latent_ops.SCREEN_PROBES)
+    precise = [rows for rows, probes in calls if probes == 32]
+    assert quick == 12 and sum(precise[:-3]) == latent_ops.SCREENED_BREEDS  # then one mix per Adam step
+    assert int(found.argmax()) == 7
+
+
 def test_breeds_for_latent_is_bayes_over_the_breed_gaussians() -> None:
     """Against torch.distributions, with full covariances (the solve is batched per breed, not per latent)."""
     vae = BreedVAE(VAEConfig(n_breeds=5, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
