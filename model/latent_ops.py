@@ -267,6 +267,7 @@ def _maximise_on_simplex(
 # one call), then only the best few scored precisely. Measured on the 28-breed default (docs/experiments.md): the
 # same top-1 recovery of 70/30 mixes as scoring every breed precisely, at a quarter of the time.
 SCREEN_PROBES = 8
+PRECISE_PROBES = 32
 SCREENED_BREEDS = 6
 ROWS_PER_CALL = 128
 
@@ -275,9 +276,9 @@ def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int
     """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, that best explain one latent z (d,).
 
     Maximum likelihood under the prior the samples and mixes come from (``prior.log_likelihood``; for the diffusion
-    prior, its negative denoising error): every breed's own condition is screened with ``SCREEN_PROBES`` probes, the
-    ``SCREENED_BREEDS`` best are scored with the full 32, the ``max_breeds`` best of those are the support, and the
-    weights on it maximise the likelihood of the mixed condition (``steps`` Adam steps from the even mix).
+    prior, its negative denoising error): every breed's own condition is screened with ``SCREEN_PROBES`` probes,
+    the ``SCREENED_BREEDS`` best are scored with ``PRECISE_PROBES``, the ``max_breeds`` best of those are the support,
+    and the weights on it maximise the likelihood of the mixed condition (``steps`` Adam steps from the even mix).
     Deterministic: fixed start, fixed number of steps, fixed probe noise.
     """
     if max_breeds < 1:
@@ -294,14 +295,16 @@ def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int
                 quick.append(model.prior.log_likelihood(z, conditions, SCREEN_PROBES))
             candidates = torch.cat(quick).topk(min(max(SCREENED_BREEDS, max_breeds), n)).indices
             precise = []
-            for chunk in candidates.split(max(1, ROWS_PER_CALL // 32)):
+            for chunk in candidates.split(max(1, ROWS_PER_CALL // PRECISE_PROBES)):
                 interrupt.check()
-                precise.append(model.prior.log_likelihood(z, eye[chunk]))
+                precise.append(model.prior.log_likelihood(z, eye[chunk], PRECISE_PROBES))
         support = candidates[torch.cat(precise).topk(min(max_breeds, n)).indices]
         keep = torch.zeros(n, dtype=torch.bool, device=z.device)
         keep[support] = True
         start = keep.float() / keep.sum()
-        w = _maximise_on_simplex(lambda w: model.prior.log_likelihood(z, w[None])[0], keep, start, steps, lr=0.3)
+        w = _maximise_on_simplex(
+            lambda w: model.prior.log_likelihood(z, w[None], PRECISE_PROBES)[0], keep, start, steps, lr=0.3
+        )
     w = torch.where(w > 1e-3, w, torch.zeros_like(w))
     return (w / w.sum()).cpu()
 

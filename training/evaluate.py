@@ -198,7 +198,7 @@ def mix_comparison(
     model: DogModel, breeds: list[str], candidates: list[SamplerSettings], pairs: int = 6, seed: int = 0
 ) -> Image.Image:
     """A figure of ``pairs`` random pairs: parent a, the 50/50 mix under each of ``candidates``, parent b (one seed
-    for everything in a row)."""
+    for everything in a row; the parents are drawn under the first candidate)."""
     chosen = breed_pairs(model.n_breeds, pairs, seed)
     cells, labels = [], []
     for i, (a, b) in enumerate(chosen.tolist()):
