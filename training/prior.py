@@ -18,11 +18,14 @@ kept is an exponential moving average of the weights (``--ema``, 0.999). The sam
 it has a diffusion prior (``--prior-from``: that one's), otherwise the defaults of ``model.sampler.SamplerSettings``;
 ``python -m training.sampling`` chooses others. One process, minutes on 2 CPU cores, or a GPU (``--device``). Writes
 ``prior-metrics.jsonl`` (one line per ``--log-every`` steps) and ``figures/samples-prior.png`` (8 samples per breed).
+Resumable (``--resume``) from its last check: every check leaves the weights, their average, the best so far and the
+optimizer's moments in ``resume.safetensors``, so a run longer than a session goes on in the next one.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -38,7 +41,17 @@ from model import checkpoint, latent_ops
 from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.imaging import labelled_rows
 from model.prior import DiffusionPrior, DogModel
-from training.common import command_args, git_commit, lr_at, posterior_means, resolve_device, set_threads
+from training.common import (
+    RESUME_STATE,
+    command_args,
+    git_commit,
+    load_resume_state,
+    lr_at,
+    posterior_means,
+    resolve_device,
+    save_resume_state,
+    set_threads,
+)
 from training.data import balanced_indices, find_photos, held_out_photos, limit_per_breed, load_images, training_ids
 from training.losses import denoising_loss
 
@@ -94,6 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of the training latents held back to pick the step with the best denoising error",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="stop at the first check at or after this step (--resume goes on)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the last check saved in --out")
     p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache (default ~/.cache/vae-dogs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -108,6 +125,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.ema < 1:
         p.error("--ema must lie in [0, 1)")
     return args
+
+
+# What makes two invocations the same run: a resumed run must agree on all of these, and may change the rest
+# (device, threads, patience, where it stops).
+RUN_ARGS = (
+    "init_from", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch", "ema",
+    "no_flip", "log_every", "stop_fraction", "seed",
+)  # fmt: skip
+METRICS_FILE = "prior-metrics.jsonl"
+
+
+def noise_seed(seed: int, step: int) -> int:
+    """The seed of the diffusion times and noise from ``step`` on: reset after every check (which seeds its own),
+    so that a resumed run draws what the uninterrupted one would have."""
+    return seed * 1_000_003 + step
 
 
 def split_latents(
@@ -227,13 +259,45 @@ def main(argv: list[str] | None = None) -> Path:
         checkpoint.save(model, new_card, args.out)
         denoiser.load_state_dict(own)
 
-    checks_since_best = 0
+    checks_since_best, first_step = 0, 0
     opt = torch.optim.Adam(denoiser.parameters(), lr=args.lr)
     average = WeightAverage(denoiser, args.ema) if args.ema else None
     args.out.mkdir(parents=True, exist_ok=True)
+    run_args = {k: v for k, v in command_args(args).items() if k in RUN_ARGS}
+    if args.resume:
+        if not (args.out / RESUME_STATE).is_file():
+            raise SystemExit(f"--resume: no {RESUME_STATE} in {args.out}; start without --resume")
+        averaged, kept = copy.deepcopy(denoiser), copy.deepcopy(denoiser)
+        parts = {"denoiser": denoiser, "best": kept} | ({"average": averaged} if average else {})
+        resumed = load_resume_state(args.out, parts, {"opt": opt})
+        if resumed.get("run_args") != run_args:
+            raise SystemExit(f"--resume: {args.out} holds another run ({resumed.get('run_args')})")
+        first_step, history, checks_since_best = resumed["step"], resumed["history"], resumed["checks_since_best"]
+        best = (resumed["best_error"], resumed["best_step"], {k: v.clone() for k, v in kept.state_dict().items()})
+        if average:
+            average.state = {k: v.clone() for k, v in averaged.state_dict().items()}
+            average.updates = resumed["average_updates"]
+        print(f"resumed at step {first_step} (best so far: step {best[1]})", flush=True)
+    elif (args.out / METRICS_FILE).exists():
+        (args.out / METRICS_FILE).unlink()
+
+    def save_resume(step: int) -> None:
+        kept, averaged = copy.deepcopy(denoiser), copy.deepcopy(denoiser)
+        kept.load_state_dict(best[2])
+        parts = {"denoiser": denoiser, "best": kept}
+        if average:
+            averaged.load_state_dict(average.state)
+            parts["average"] = averaged
+        counters = {"step": step, "history": history, "checks_since_best": checks_since_best, "run_args": run_args}
+        counters |= {"best_error": best[0], "best_step": best[1], "average_updates": average.updates if average else 0}
+        save_resume_state(args.out, parts, {"opt": opt}, counters)
+
     started, running, since_log = time.time(), 0.0, 0
+    earlier_seconds = history[-1]["seconds"] if history else 0.0  # a resumed run's clock goes on
     denoiser.train()
-    bar = tqdm(range(args.steps), desc="latent prior", disable=args.no_progress)
+    torch.manual_seed(noise_seed(args.seed, first_step))
+    bar = tqdm(range(first_step, args.steps), desc="latent prior", disable=args.no_progress, initial=first_step)
+    bar.total = args.steps
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=200)
@@ -248,7 +312,7 @@ def main(argv: list[str] | None = None) -> Path:
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             entry: dict[str, Any] = {
                 "step": step + 1,
-                "seconds": round(time.time() - started, 1),
+                "seconds": round(earlier_seconds + time.time() - started, 1),
                 "train_denoising_mse": running / since_log,
             }
             if average:  # the checks score the averaged weights (those that are kept)
@@ -262,6 +326,7 @@ def main(argv: list[str] | None = None) -> Path:
             if average:
                 denoiser.load_state_dict(trained)
             denoiser.train()
+            torch.manual_seed(noise_seed(args.seed, step + 1))
             if entry["stop_denoising_mse"] < best[0]:
                 kept = average.state if average else denoiser.state_dict()
                 best = (entry["stop_denoising_mse"], step + 1, {k: v.detach().clone() for k, v in kept.items()})
@@ -270,11 +335,15 @@ def main(argv: list[str] | None = None) -> Path:
                 checks_since_best += 1
             running, since_log = 0.0, 0
             history.append(entry)
-            with open(args.out / "prior-metrics.jsonl", "a") as f:
+            with open(args.out / METRICS_FILE, "a") as f:
                 f.write(json.dumps(entry) + "\n")
             if checks_since_best == 0:  # a run stopped early (or killed) leaves its best checkpoint so far
                 save(best[1])
+            save_resume(step + 1)
             bar.set_postfix(stop=f"{entry['stop_denoising_mse']:.4g}", best_step=best[1])
+            if args.stop_after and step + 1 >= args.stop_after and step + 1 < args.steps:
+                print(f"stopped at step {step + 1} (--stop-after); --resume goes on", flush=True)
+                return args.out
             if args.patience and checks_since_best >= args.patience:
                 print(
                     f"stopped at step {step + 1}: no better early-stopping error for {args.patience} checks", flush=True

@@ -7,9 +7,9 @@ A recipe is a TOML file of ``[[stage]]`` tables: ``name`` (its folder under ``--
 ``COMMANDS``), ``args`` (the command's flags: underscores for dashes, ``true`` for a bare flag, a list for several
 values) and the earlier stages it reads (``init_from``, ``prior_from``, ``guide_from``, ``source``). Each stage runs as
 ``python -m <command>`` with ``--data``, and writes ``<out>/<name>/.done`` when it has finished, so a second run skips
-it; a stopped ``training`` or ``training.breed_head`` stage is resumed from its last epoch (``--resume``), any other
-stopped stage starts again. The stages show their own progress bars; the recipe prints each stage's command before
-it runs.
+it; a stopped ``training``, ``training.prior`` or ``training.breed_head`` stage is resumed from its last epoch or
+check (``--resume``), any other stopped stage starts again. The stages show their own progress bars; the recipe
+prints each stage's command before it runs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = ("training", "training.prior", "training.breed_head", "training.sampling", "training.evaluate")
-RESUMABLE = ("training", "training.breed_head")  # resumed from their last epoch; the others start again
+# Resumed from their last epoch or check; the others start again.
+RESUMABLE = ("training", "training.prior", "training.breed_head")
 STAGE_LINKS = ("init_from", "prior_from", "guide_from")
 DONE = ".done"
 

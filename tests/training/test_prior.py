@@ -105,6 +105,29 @@ def test_prior_from_carries_a_trained_prior_on(
         fit_prior([*args, "--out", str(tmp_path / "wider"), "--channels", "24"])
 
 
+def test_a_stopped_prior_resumes_where_the_uninterrupted_run_would_be(
+    tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path
+) -> None:
+    args = prior_args(tiny_checkpoint, folders_data, cache_dir, 15)
+    fit_prior([*args, "--out", str(tmp_path / "whole")])
+    fit_prior([*args, "--out", str(tmp_path / "split"), "--stop-after", "5"])
+    assert json.loads((tmp_path / "split" / "resume.json").read_text())["step"] == 5
+    fit_prior([*args, "--out", str(tmp_path / "split"), "--resume"])
+    whole, whole_card = checkpoint.load(tmp_path / "whole")
+    split, split_card = checkpoint.load(tmp_path / "split")
+    theirs = whole.prior.denoiser.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in split.prior.denoiser.state_dict().items())
+    errors = [[e["stop_denoising_mse"] for e in card["stages"][-1]["history"]] for card in (whole_card, split_card)]
+    assert errors[0] == errors[1] and len(errors[0]) == 3
+    metrics = (tmp_path / "split" / "prior-metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line)["step"] for line in metrics]
+    assert logged == [5, 10, 15]
+    with pytest.raises(SystemExit, match="another run"):
+        fit_prior([*args, "--out", str(tmp_path / "split"), "--resume", "--lr", "0.5"])
+    with pytest.raises(SystemExit, match="no resume.json"):
+        fit_prior([*args, "--out", str(tmp_path / "fresh"), "--resume"])
+
+
 def test_weight_average_follows_the_weights_with_a_lag() -> None:
     layer = torch.nn.Linear(2, 2)
     average = WeightAverage(layer, decay=0.9)
