@@ -1,10 +1,10 @@
 """Checkpoints without pickle: ``model.safetensors`` (weights) + ``card.json`` (everything else).
 
 The card holds the architecture config (``config``: the VAE; ``prior``: its kind, the denoiser's and the guide's
-architecture), the sampler settings (``sampling``), the ordered breed list with photo counts, the split recipe and
-held-out ids, training and evaluation metrics, torch version, git commit and the SHA-256 of the weights,
-which :func:`load` verifies. Every write goes to a temporary file that is then renamed over the target,
-so a killed run never leaves a half-written checkpoint.
+architecture, a distilled student's with its steps and teacher settings), the sampler settings (``sampling``), the
+ordered breed list with photo counts, the split recipe and held-out ids, training and evaluation metrics, torch
+version, git commit and the SHA-256 of the weights, which :func:`load` verifies. Every write goes to a temporary file
+that is then renamed over the target, so a killed run never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from model.autoencoder import BreedVAE, VAEConfig
 from model.diffusion import DiffusionConfig, LatentDiffusion
-from model.prior import DiffusionPrior, DogModel, GaussianPrior, LatentPrior
+from model.prior import DiffusionPrior, DogModel, GaussianPrior, LatentPrior, Student
 from model.sampler import SamplerSettings
 
 WEIGHTS_FILE = "model.safetensors"
@@ -66,7 +67,15 @@ def sha256_file(path: Path) -> str:
 def prior_card(prior: LatentPrior) -> dict[str, Any]:
     if isinstance(prior, DiffusionPrior):
         guide = prior.guide.cfg.to_dict() if prior.guide is not None else None
-        return {"kind": prior.kind, "config": prior.denoiser.cfg.to_dict(), "guide": guide}
+        spec = {"kind": prior.kind, "config": prior.denoiser.cfg.to_dict(), "guide": guide}
+        if prior.student is not None:
+            student = prior.student
+            spec["student"] = {
+                "config": student.denoiser.cfg.to_dict(),
+                "steps": student.steps,
+                "teacher": student.teacher.to_dict(),
+            }
+        return spec
     return {"kind": prior.kind}
 
 
@@ -132,7 +141,15 @@ def build(card: dict[str, Any]) -> DogModel:
             if spec.get("guide")
             else None
         )
-        prior = DiffusionPrior(denoiser, guide)
+        student = None
+        if spec.get("student"):
+            about = spec["student"]
+            student = Student(
+                LatentDiffusion(DiffusionConfig.from_dict(about["config"]), vae.cfg.n_breeds, shape),
+                int(about["steps"]),
+                SamplerSettings.from_dict(about["teacher"]),
+            )
+        prior = DiffusionPrior(denoiser, guide, student)
     else:
         raise ValueError(f"unknown prior kind {spec['kind']!r} (known: gaussian, diffusion)")
     return DogModel(vae, prior, SamplerSettings.from_dict(card["sampling"]))
@@ -195,4 +212,6 @@ def attach_guide(model: DogModel, guide_folder: str | os.PathLike[str]) -> DogMo
                 f"guide {guide_folder} standardises the latents differently ({buffer}); train it on the same latents "
                 "(--init-from this checkpoint, the same --seed, --stop-fraction and mirroring)"
             )
-    return DogModel(model.vae, DiffusionPrior(model.prior.denoiser, other.prior.denoiser), model.sampling)
+    # A student distilled without this guide imitates another sampler; it is dropped with the old guide.
+    sampling = replace(model.sampling, distilled=False)
+    return DogModel(model.vae, DiffusionPrior(model.prior.denoiser, other.prior.denoiser), sampling)

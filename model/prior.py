@@ -10,7 +10,8 @@ A prior answers three questions, and nothing outside this file asks which prior 
 
 ``GaussianPrior`` is the VAE's own per-breed Gaussians (``N(0, I)`` for the plain baseline, which never fits them):
 ``z = mean(w) + temperature * L(w) @ eps``. ``DiffusionPrior`` is a denoiser (``model/diffusion.py``) sampled by
-DDIM (``model/sampler.py``), optionally with an autoguidance guide; its log-likelihood is the negative denoising error.
+DDIM (``model/sampler.py``), optionally with an autoguidance guide and a distilled few-step student; its
+log-likelihood is the negative denoising error (the teacher's: the student only learnt the teacher's sampler).
 """
 
 from __future__ import annotations
@@ -62,22 +63,56 @@ class GaussianPrior:
 
 
 @dataclass
+class Student:
+    """A denoiser distilled from the teacher's guided sampler ``teacher`` (``training/distill.py``): ``steps``
+    deterministic DDIM steps of one unguided pass each land where the teacher's sampler would."""
+
+    denoiser: LatentDiffusion
+    steps: int
+    teacher: SamplerSettings
+
+    def settings(self, asked: SamplerSettings) -> SamplerSettings:
+        """The plain DDIM that runs the student; of the asked settings only the output scale applies."""
+        return SamplerSettings(steps=self.steps, guidance=1.0, output_scale=asked.output_scale)
+
+
+@dataclass
 class DiffusionPrior:
     denoiser: LatentDiffusion
     guide: LatentDiffusion | None = None  # autoguidance: a weaker denoiser on the same standardised latents
+    student: Student | None = None  # settings.distilled: the few-step sampler
     kind: str = "diffusion"
 
+    def _student(self, settings: SamplerSettings) -> Student:
+        if self.student is None:
+            raise ValueError(
+                "distilled sampling needs a distilled student, and this prior has none "
+                "(python -m training.distill makes one; or set distilled to false)"
+            )
+        return self.student
+
     def noise_dim(self, settings: SamplerSettings) -> int:
+        if settings.distilled:
+            student = self._student(settings)
+            return sampler.noise_dim(student.denoiser, student.settings(settings))
         return sampler.noise_dim(self.denoiser, settings)
 
     def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor:
+        if settings.distilled:
+            student = self._student(settings)
+            return sampler.sample(student.denoiser, temperature * noise, weights, student.settings(settings))
         return sampler.sample(self.denoiser, temperature * noise, weights, settings, self.guide)
 
     def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor:
         return -self.denoiser.denoising_error(z, weights, probes)
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"latent_prior": self.denoiser} | ({"guide_prior": self.guide} if self.guide is not None else {})
+        modules = {"latent_prior": self.denoiser}
+        if self.guide is not None:
+            modules["guide_prior"] = self.guide
+        if self.student is not None:
+            modules["student_prior"] = self.student.denoiser
+        return modules
 
 
 @dataclass
@@ -96,6 +131,11 @@ class DogModel:
     @property
     def n_breeds(self) -> int:
         return self.vae.cfg.n_breeds
+
+    @property
+    def has_student(self) -> bool:
+        """Whether ``distilled`` sampling can be used."""
+        return getattr(self.prior, "student", None) is not None
 
     @property
     def has_guide(self) -> bool:

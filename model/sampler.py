@@ -12,6 +12,9 @@ overridable per call (``dataclasses.replace``) or by the service's environment; 
 * ``output_scale``: the sampled standardised latent is multiplied by it (below 1: a truncation towards the mean).
 * ``autoguidance`` (Karras et al. 2024): with a guide (a weaker denoiser on the same latents) the velocity is
   ``v_guide + w * (v - v_guide)``, pushed away from the guide's errors (1: the guide unused).
+* ``distilled``: draw with the prior's few-step student instead (``training/distill.py``: its own few deterministic
+  steps of one pass each, the teacher's guidance folded in), so ``steps``, ``guidance``, ``guidance_rescale``,
+  ``eta`` and ``autoguidance`` are then those the student was distilled from; ``output_scale`` still applies.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class SamplerSettings:
     eta: float = 0.0
     output_scale: float = 1.0
     autoguidance: float = 1.0
+    distilled: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -47,11 +51,13 @@ class SamplerSettings:
                 math.isfinite(self.autoguidance) and self.autoguidance >= 1,
                 "at least 1 (1: the guide is not used)",
             ),
+            "distilled": (self.distilled in (0, 1), "true or false (1 or 0)"),
         }
         for name, (ok, rule) in checks.items():
             if not ok:  # NaN fails every comparison, so it lands here too
                 raise ValueError(f"sampler setting {name} must be {rule}, got {getattr(self, name)}")
         object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "distilled", bool(self.distilled))  # a settings grid passes 0.0 / 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +101,35 @@ def guided_velocity(
     return v_guide + weight * (v - v_guide)
 
 
+def velocity(
+    denoiser: LatentDiffusion,
+    x: Tensor,
+    t: Tensor,
+    weights: Tensor,
+    settings: SamplerSettings,
+    guide: LatentDiffusion | None = None,
+) -> Tensor:
+    """The velocity one DDIM step follows at time ``t`` (a scalar, or one per row): the conditional prediction, with
+    classifier-free guidance (one batched pass with the unconditional one) and autoguidance as ``settings`` say."""
+    s = settings
+    tt = t.expand(len(x))
+    if s.guidance == 1.0:
+        return guided_velocity(denoiser, x, tt, weights, guide, s.autoguidance)
+    unconditional = torch.zeros_like(weights)
+    both = guided_velocity(
+        denoiser, torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([weights, unconditional]), guide, s.autoguidance
+    )
+    v_cond, v_uncond = both.chunk(2)
+    return classifier_free(v_cond, v_uncond, s.guidance, s.guidance_rescale)
+
+
+def ddim_step(denoiser: LatentDiffusion, x: Tensor, v: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    """Deterministic DDIM from time ``t`` to ``t_next`` along the predicted velocity ``v``."""
+    alpha, sigma = denoiser.alpha_sigma(t)
+    alpha_next, sigma_next = denoiser.alpha_sigma(t_next)
+    return alpha_next * (alpha * x - sigma * v) + sigma_next * (sigma * x + alpha * v)
+
+
 def sample(
     denoiser: LatentDiffusion,
     noise: Tensor,
@@ -114,31 +149,17 @@ def sample(
         raise ValueError(f"autoguidance {s.autoguidance:g} needs a guide, and this prior has none (set it to 1)")
     x, *fresh = noise.split(denoiser.z_mean.numel(), dim=1)
     times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
-    unconditional = torch.zeros_like(weights)
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
         interrupt.check()
-        tt = t.expand(len(x))
-        if s.guidance == 1.0:
-            v = guided_velocity(denoiser, x, tt, weights, guide, s.autoguidance)
-        else:
-            both = guided_velocity(
-                denoiser,
-                torch.cat([x, x]),
-                torch.cat([tt, tt]),
-                torch.cat([weights, unconditional]),
-                guide,
-                s.autoguidance,
-            )
-            v_cond, v_uncond = both.chunk(2)
-            v = classifier_free(v_cond, v_uncond, s.guidance, s.guidance_rescale)
-        alpha, sigma = denoiser.alpha_sigma(t)
-        x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
-        alpha_next, sigma_next = denoiser.alpha_sigma(t_next)
+        v = velocity(denoiser, x, t, weights, s, guide)
         if s.eta > 0 and step < s.steps - 1:
+            alpha, sigma = denoiser.alpha_sigma(t)
+            x0, eps = alpha * x - sigma * v, sigma * x + alpha * v
+            alpha_next, sigma_next = denoiser.alpha_sigma(t_next)
             # Song et al. (2021) eq. 16 in alpha/sigma form: the fresh noise's scale, the rest keeps the predicted eps.
             fresh_scale = s.eta * sigma_next / sigma * (1 - (alpha / alpha_next) ** 2).clamp(min=0).sqrt()
             kept = (sigma_next**2 - fresh_scale**2).clamp(min=0).sqrt()
             x = alpha_next * x0 + kept * eps + fresh_scale * fresh[step]
         else:
-            x = alpha_next * x0 + sigma_next * eps
+            x = ddim_step(denoiser, x, v, t, t_next)
     return s.output_scale * x * denoiser.z_scale + denoiser.z_mean

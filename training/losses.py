@@ -5,6 +5,7 @@
   frozen breed head must recognise the breed a sample was decoded as; cf. CVAE-GAN, Bao et al. 2017).
 * :func:`denoising_loss`: the latent diffusion prior's v-prediction loss with condition dropout for classifier-free
   guidance.
+* :func:`distillation_loss`: a few-step student's loss against two steps of the guided teacher sampler.
 * The autoencoder recipe of VQGAN / Stable Diffusion (Esser et al. 2021, Rombach et al. 2022), as optional terms of
   the same loss: a perceptual distance of the reconstruction (shift-tolerant LPIPS, ``training/perceptual.py``)
   and a hinge loss against a :class:`PatchDiscriminator` that starts once reconstructions have settled, weighted
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model import sampler
 from model.autoencoder import BreedVAE
 from model.diffusion import LatentDiffusion
 from training.data import to_tensor
@@ -178,6 +180,43 @@ def denoising_loss(denoiser: LatentDiffusion, z: Tensor, breed_weights: Tensor) 
         breed_weights = breed_weights * (torch.rand(len(x), 1, device=x.device) >= CONDITION_DROPOUT).to(x.dtype)
     error = (denoiser.velocity(x_t, t, breed_weights) - v).pow(2).mean(1)
     return error.mean(), error.detach().mean()
+
+
+def distillation_loss(
+    student: LatentDiffusion,
+    teacher: LatentDiffusion,
+    z: Tensor,
+    breed_weights: Tensor,
+    teacher_settings: sampler.SamplerSettings,
+    student_steps: int,
+    guide: LatentDiffusion | None = None,
+) -> Tensor:
+    """Progressive distillation (Salimans & Ho 2022) with the guidance folded in (Meng et al. 2023).
+
+    From a training latent noised to a time of the student's ``student_steps``-step grid, two deterministic DDIM steps
+    of the guided teacher (its classifier-free guidance, rescale and autoguidance) land at the grid's next time; the
+    student's one unguided step must land there too. Scored on the clean latent that single step would need, weighted
+    by max(SNR, 1), the paper's "truncated SNR" weighting."""
+    x = teacher.standardise(z)
+    n = len(x)
+    index = torch.randint(student_steps, (n,), device=x.device)
+    t = 1.0 - index.to(x.dtype) / student_steps
+    half = 0.5 / student_steps
+    t_mid, t_next = t - half, t - 2 * half
+    col = (t[:, None], t_mid[:, None], t_next[:, None])
+    with torch.no_grad():
+        x_t, _ = teacher.noised(x, t, torch.randn_like(x))
+        v = sampler.velocity(teacher, x_t, t, breed_weights, teacher_settings, guide)
+        x_mid = sampler.ddim_step(teacher, x_t, v, col[0], col[1])
+        v = sampler.velocity(teacher, x_mid, t_mid, breed_weights, teacher_settings, guide)
+        x_landed = sampler.ddim_step(teacher, x_mid, v, col[1], col[2])
+        alpha, sigma = teacher.alpha_sigma(col[0])
+        alpha_next, sigma_next = teacher.alpha_sigma(col[2])
+        # The clean latent whose DDIM step from x_t lands on x_landed.
+        x0_target = (x_landed - sigma_next / sigma * x_t) / (alpha_next - sigma_next / sigma * alpha)
+    x0_student = alpha * x_t - sigma * student.velocity(x_t, t, breed_weights)
+    weight = (alpha / sigma).pow(2).clamp(min=1.0)
+    return (weight * (x0_student - x0_target).pow(2)).mean()
 
 
 def adaptive_weight(reconstruction: Tensor, adversarial: Tensor, last_layer: Tensor, max_weight: float = 1e4) -> Tensor:

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("training", "training.prior", "training.breed_head", "training.sampling", "training.evaluate")
+COMMANDS = (
+    "training",
+    "training.prior",
+    "training.distill",
+    "training.breed_head",
+    "training.sampling",
+    "training.evaluate",
+)
 # Resumed from their last epoch or check; the others start again.
 RESUMABLE = ("training", "training.prior", "training.breed_head")
 STAGE_LINKS = ("init_from", "prior_from", "guide_from")

@@ -8,7 +8,7 @@ import torch
 from model import latent_ops, sampler
 from model.autoencoder import BreedVAE, VAEConfig
 from model.diffusion import DiffusionConfig, LatentDiffusion
-from model.prior import DiffusionPrior, DogModel
+from model.prior import DiffusionPrior, DogModel, Student
 from model.sampler import SamplerSettings, classifier_free
 
 S = SamplerSettings(steps=4, guidance=2.0)
@@ -111,6 +111,39 @@ def test_latent_operations_sample_with_the_checkpoints_settings_unless_given_oth
     assert model.sampling == stored  # never changed by a call
 
 
+class CountingDenoiser(LatentDiffusion):
+    """A denoiser that counts the rows it predicts for."""
+
+    rows = 0
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, breed_weights: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x_t)
+        return super().velocity(x_t, t, breed_weights)
+
+
+def test_distilled_sampling_runs_the_student_alone_at_its_own_steps() -> None:
+    vae = BreedVAE(VAEConfig(n_breeds=4, image_size=16, latent_dim=16, latent_channels=1, channels=(8, 8)))
+    config = DiffusionConfig(channels=16, blocks=1)
+    teacher, student = (CountingDenoiser(config, 4, (1, 4, 4)).eval() for _ in range(2))
+    teaching = SamplerSettings(steps=8, guidance=3.0)
+    prior = DiffusionPrior(teacher, None, Student(student, 4, teaching))
+    model = DogModel(vae, prior, SamplerSettings(guidance=3.0, distilled=True))
+    weights, noise = torch.eye(4)[:3], torch.randn(3, 16)
+    z = latent_ops.prior_latents(model, weights, noise)
+    assert (teacher.rows, student.rows) == (0, 3 * 4)  # one unguided pass per step and dog; the teacher idle
+    with torch.no_grad():
+        assert torch.allclose(z, sampler.sample(student, noise, weights, SamplerSettings(steps=4, guidance=1.0)))
+    halved = latent_ops.prior_latents(model, weights, noise, sampling=SamplerSettings(output_scale=0.5, distilled=True))
+    assert torch.allclose(halved - student.z_mean, (z - student.z_mean) / 2, atol=1e-5)
+    latent_ops.prior_latents(model, weights, noise, sampling=SamplerSettings(steps=2, guidance=3.0))
+    assert teacher.rows == 3 * 2 * 2  # distilled=false: the teacher, guided (two rows per dog and step)
+    assert model.prior.modules()["student_prior"] is student
+    without = DogModel(vae, DiffusionPrior(teacher), SamplerSettings(distilled=True))
+    with pytest.raises(ValueError, match="needs a distilled student"):
+        latent_ops.noise_dim(without)
+    assert SamplerSettings(distilled=1.0).distilled is True  # as a settings grid passes it
+
+
 @pytest.mark.parametrize(
     ("name", "values"),
     [
@@ -120,6 +153,7 @@ def test_latent_operations_sample_with_the_checkpoints_settings_unless_given_oth
         ("eta", [1.5, -0.5, float("nan")]),
         ("output_scale", [0.0, -1.0, 2.5, float("nan"), float("inf")]),
         ("autoguidance", [0.5, float("inf"), float("nan")]),
+        ("distilled", [0.5, 2, -1]),
     ],
 )
 def test_bad_settings_are_refused(name: str, values: list[float]) -> None:
