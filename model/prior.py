@@ -83,7 +83,7 @@ class DiffusionPrior:
     student: Student | None = None  # settings.distilled: the few-step sampler
     kind: str = "diffusion"
 
-    def _student(self, settings: SamplerSettings) -> Student:
+    def _student(self) -> Student:
         if self.student is None:
             raise ValueError(
                 "distilled sampling needs a distilled student, and this prior has none "
@@ -93,13 +93,13 @@ class DiffusionPrior:
 
     def noise_dim(self, settings: SamplerSettings) -> int:
         if settings.distilled:
-            student = self._student(settings)
+            student = self._student()
             return sampler.noise_dim(student.denoiser, student.settings(settings))
         return sampler.noise_dim(self.denoiser, settings)
 
     def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor:
         if settings.distilled:
-            student = self._student(settings)
+            student = self._student()
             return sampler.sample(student.denoiser, temperature * noise, weights, student.settings(settings))
         return sampler.sample(self.denoiser, temperature * noise, weights, settings, self.guide)
 
@@ -131,11 +131,6 @@ class DogModel:
     @property
     def n_breeds(self) -> int:
         return self.vae.cfg.n_breeds
-
-    @property
-    def has_student(self) -> bool:
-        """Whether ``distilled`` sampling can be used."""
-        return getattr(self.prior, "student", None) is not None
 
     @property
     def has_guide(self) -> bool:
