@@ -155,6 +155,10 @@ class Info(BaseModel):
         description="weight of a diffusion prior's autoguidance guide, a weaker denoiser whose errors samples are "
         "pushed away from (1: unused; null: no guide; VAE_DOGS_AUTOGUIDANCE)"
     )
+    distilled: bool | None = Field(
+        description="whether samples and mixes are drawn by the distilled few-step student instead of the guided "
+        "sampler above, which it imitates (null: the checkpoint has no student; VAE_DOGS_DISTILLED)"
+    )
     device: str
     checkpoint: str = Field(description="the checkpoint folder's name (VAE_DOGS_CHECKPOINT)")
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")

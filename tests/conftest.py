@@ -155,3 +155,21 @@ def tiny_diffusion_checkpoint(
     choose_sampling([str(prior), "--out", str(out), "--set", "steps=4", "guidance=2"])  # one candidate: no FID
     evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
     return out
+
+
+@pytest.fixture(scope="session")
+def distilled_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path
+) -> Path:
+    """The tiny diffusion checkpoint with a distilled 2-step student (its teacher kept)."""
+    from training.distill import main as distill
+
+    out = tmp_path_factory.mktemp("tiny-student")
+    distill(
+        [
+            "--init-from", str(tiny_diffusion_checkpoint), "--data", str(folders_data), "--out", str(out),
+            "--student-steps", "2", "--steps", "60", "--batch-size", "16", "--log-every", "20", "--lr", "1e-3",
+            "--cache-dir", str(cache_dir), "--no-progress",
+        ]
+    )  # fmt: skip
+    return out

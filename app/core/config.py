@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="autoguidance weight of a diffusion prior with a guide (None: the "
         "checkpoint's); 1 leaves the guide unused, which is faster",
     )
+    distilled: bool | None = Field(
+        None,
+        description="draw samples and mixes with the checkpoint's distilled few-step student (None: the "
+        "checkpoint's choice); false uses the guided teacher, slower",
+    )
     inference_timeout_s: float = Field(
         30.0, gt=0, description="a request whose work (queueing included) takes longer gets a 503 and is stopped"
     )

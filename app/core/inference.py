@@ -88,6 +88,13 @@ class ModelService:
                     f"and {settings.checkpoint} has none (unset it, or set it to 1)"
                 )
             sampling = replace(sampling, autoguidance=settings.autoguidance)
+        if settings.distilled is not None:
+            if settings.distilled and getattr(model.prior, "student", None) is None:
+                raise RuntimeError(
+                    f"VAE_DOGS_DISTILLED=true needs a checkpoint with a distilled student, and {settings.checkpoint} "
+                    "has none (unset it, or make one with python -m training.distill)"
+                )
+            sampling = replace(sampling, distilled=settings.distilled)
         log.info("loaded %s (%d breeds) on %s", settings.checkpoint, len(card["breeds"]), device)
         service = cls(model=model, card=card, device=device, settings=settings, sampling=sampling)
         service.warm_up()

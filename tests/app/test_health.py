@@ -1,4 +1,5 @@
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 
@@ -131,3 +132,30 @@ def test_autoguidance_setting_must_be_finite_and_at_least_one() -> None:
     for bad in (0.5, float("inf"), float("nan")):
         with pytest.raises(ValidationError):
             Settings(autoguidance=bad)
+
+
+def test_a_distilled_checkpoint_serves_its_student_unless_told_otherwise(distilled_checkpoint) -> None:
+    from app.api.routes.health import info
+    from app.core.config import Settings
+    from app.core.inference import ModelService
+    from model import latent_ops
+
+    for override, expected in ((None, True), (False, False)):
+        settings = Settings(checkpoint=distilled_checkpoint, device="cpu", distilled=override)
+        service = ModelService.load(settings)
+        try:
+            assert service.sampling.distilled is expected and info(service, settings).distilled is expected
+            served = latent_ops.sample(service.model, 2, breed=0, seed=1, sampling=service.sampling)
+            student = latent_ops.sample(service.model, 2, breed=0, seed=1)  # the checkpoint's own: the student
+            assert torch.equal(served, student) is expected
+        finally:
+            service.close()
+
+
+def test_distilled_setting_without_a_student_is_refused(client: TestClient, tiny_diffusion_checkpoint) -> None:
+    from app.core.config import Settings
+    from app.core.inference import ModelService
+
+    assert client.get("/info").json()["distilled"] is None  # the tiny checkpoint has no student
+    with pytest.raises(RuntimeError, match="VAE_DOGS_DISTILLED=true needs a checkpoint with a distilled student"):
+        ModelService.load(Settings(checkpoint=tiny_diffusion_checkpoint, device="cpu", distilled=True))

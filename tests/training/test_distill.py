@@ -4,29 +4,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 
 from model import checkpoint, latent_ops
 from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.sampler import SamplerSettings
-from training.distill import main as distill
 from training.losses import distillation_loss
-
-
-@pytest.fixture(scope="module")
-def distilled_checkpoint(
-    tmp_path_factory: pytest.TempPathFactory, tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path
-) -> Path:
-    out = tmp_path_factory.mktemp("tiny-student")
-    distill(
-        [
-            "--init-from", str(tiny_diffusion_checkpoint), "--data", str(folders_data), "--out", str(out),
-            "--student-steps", "2", "--steps", "60", "--batch-size", "16", "--log-every", "20", "--lr", "1e-3",
-            "--cache-dir", str(cache_dir), "--no-progress",
-        ]
-    )  # fmt: skip
-    return out
 
 
 def test_the_student_lands_nearer_the_teacher_than_its_undistilled_copy(
