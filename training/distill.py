@@ -11,7 +11,8 @@ the teacher's denoiser to start with, learns to take in one unguided pass what t
 squared difference of standardised latents over a fixed set of breeds, mixes and seeds), and the best averaged
 weights are kept. The written checkpoint samples with the student by default (``distilled``); the teacher stays in
 it for ``distilled=false`` and for ancestry. Writes ``distill-metrics.jsonl`` and ``figures/student-vs-teacher.png``
-(per row one breed: the teacher's dogs, then the student's from the same seeds).
+(per row one breed: the teacher's dogs, then the student's from the same seeds). Resumable (``--resume``) from its
+last check, like ``python -m training.prior``.
 """
 
 from __future__ import annotations
@@ -34,10 +35,19 @@ from model.diffusion import LatentDiffusion
 from model.imaging import labelled_rows
 from model.prior import DiffusionPrior, DogModel, Student
 from model.sampler import SamplerSettings
-from training.common import command_args, git_commit, lr_at, resolve_device, set_threads
+from training.common import (
+    RESUME_STATE,
+    command_args,
+    git_commit,
+    load_resume_state,
+    lr_at,
+    resolve_device,
+    save_resume_state,
+    set_threads,
+)
 from training.data import balanced_indices
 from training.losses import distillation_loss
-from training.prior import WeightAverage, split_latents
+from training.prior import WeightAverage, noise_seed, split_latents
 
 MIXED_SHARE = 0.25  # of each batch conditioned on a random two-breed mix, so that mixes are distilled too
 CHECK_SAMPLES = 256  # noise, breed and mix triples the student is compared with the teacher on
@@ -55,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is checked and kept")
     p.add_argument("--log-every", type=int, default=100, help="steps between checks against the teacher")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--stop-after", type=int, default=None, help="stop at the first check at or after this step (--resume goes on)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the last check saved in --out")
     p.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache (default ~/.cache/vae-dogs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -65,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.ema < 1:
         p.error("--ema must lie in [0, 1)")
     return args
+
+
+# What makes two invocations the same run (a resumed one may change the device, threads and where it stops).
+RUN_ARGS = ("init_from", "student_steps", "steps", "batch_size", "lr", "ema", "log_every", "seed")
 
 
 def training_conditions(breeds: torch.Tensor, n_breeds: int, generator: torch.Generator) -> torch.Tensor:
@@ -116,8 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
         train_z, train_y, _, _, mirrored_z = split_latents(source, card, args.data, args.cache_dir, device, True)
     train_z, train_y = torch.cat([train_z, mirrored_z]), torch.cat([train_y, train_y])
     n_breeds = source.n_breeds
-    generator = torch.Generator().manual_seed(args.seed)
-    order = balanced_indices(train_y, args.steps * args.batch_size, generator)
+    order = balanced_indices(train_y, args.steps * args.batch_size, torch.Generator().manual_seed(args.seed))
     noise, weights = check_set(n_breeds, teacher.z_mean.numel(), args.seed)
     noise, weights = noise.to(device), weights.to(device)
     with torch.no_grad():
@@ -132,11 +149,42 @@ def main(argv: list[str] | None = None) -> Path:
     average = WeightAverage(student, args.ema) if args.ema else None
     args.out.mkdir(parents=True, exist_ok=True)
     metrics = args.out / "distill-metrics.jsonl"
-    metrics.unlink(missing_ok=True)
     history: list[dict[str, Any]] = [{"step": 0, "seconds": 0.0, "distance_to_teacher": before}]
     best: tuple[float, int, dict[str, torch.Tensor]] = (before, 0, copy.deepcopy(student.state_dict()))
+    run_args = {k: v for k, v in command_args(args).items() if k in RUN_ARGS}
+    first_step = 0
+    if args.resume:
+        if not (args.out / RESUME_STATE).is_file():
+            raise SystemExit(f"--resume: no {RESUME_STATE} in {args.out}; start without --resume")
+        kept, averaged = copy.deepcopy(student), copy.deepcopy(student)
+        resumed = load_resume_state(args.out, {"student": student, "best": kept, "average": averaged}, {"opt": opt})
+        if resumed.get("run_args") != run_args:
+            raise SystemExit(f"--resume: {args.out} holds another run ({resumed.get('run_args')})")
+        first_step, history = resumed["step"], resumed["history"]
+        best = (resumed["best_distance"], resumed["best_step"], copy.deepcopy(kept.state_dict()))
+        if average:
+            average.state = {k: v.clone() for k, v in averaged.state_dict().items()}
+            average.updates = resumed["average_updates"]
+        print(f"resumed at step {first_step} (best so far: step {best[1]})", flush=True)
+    else:
+        metrics.unlink(missing_ok=True)
+
+    def save_resume(step: int) -> None:
+        kept, averaged = copy.deepcopy(student), copy.deepcopy(student)
+        kept.load_state_dict(best[2])
+        if average:
+            averaged.load_state_dict(average.state)
+        counters = {"step": step, "history": history, "run_args": run_args, "best_distance": best[0]}
+        counters |= {"best_step": best[1], "average_updates": average.updates if average else 0}
+        save_resume_state(args.out, {"student": student, "best": kept, "average": averaged}, {"opt": opt}, counters)
+
+    # The training noise and mixes are reseeded after every check, so a resumed run draws what an unbroken one would.
+    generator = torch.Generator().manual_seed(noise_seed(args.seed, first_step))
+    torch.manual_seed(noise_seed(args.seed, first_step))
     started, running, since_log = time.time(), 0.0, 0
-    bar = tqdm(range(args.steps), desc="distillation", disable=args.no_progress)
+    earlier_seconds = history[-1]["seconds"]
+    bar = tqdm(range(first_step, args.steps), desc="distillation", disable=args.no_progress, initial=first_step)
+    bar.total = args.steps
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=100)
@@ -156,7 +204,7 @@ def main(argv: list[str] | None = None) -> Path:
             distance = distance_to_teacher(checked.eval(), args.student_steps, teacher_latents, noise, weights)
             entry = {
                 "step": step + 1,
-                "seconds": round(time.time() - started, 1),
+                "seconds": round(earlier_seconds + time.time() - started, 1),
                 "train_distillation_loss": running / since_log,
                 "distance_to_teacher": distance,
             }
@@ -167,6 +215,12 @@ def main(argv: list[str] | None = None) -> Path:
                 best = (distance, step + 1, copy.deepcopy(checked.state_dict()))
             running, since_log = 0.0, 0
             bar.set_postfix(distance=f"{distance:.4g}", best_step=best[1])
+            generator.manual_seed(noise_seed(args.seed, step + 1))
+            torch.manual_seed(noise_seed(args.seed, step + 1))
+            save_resume(step + 1)
+            if args.stop_after and step + 1 >= args.stop_after and step + 1 < args.steps:
+                print(f"stopped at step {step + 1} (--stop-after); --resume goes on", flush=True)
+                return args.out
 
     student.load_state_dict(best[2])
     student.eval().requires_grad_(False)

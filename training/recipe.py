@@ -7,9 +7,9 @@ A recipe is a TOML file of ``[[stage]]`` tables: ``name`` (its folder under ``--
 ``COMMANDS``), ``args`` (the command's flags: underscores for dashes, ``true`` for a bare flag, a list for several
 values) and the earlier stages it reads (``init_from``, ``prior_from``, ``guide_from``, ``source``). Each stage runs as
 ``python -m <command>`` with ``--data``, and writes ``<out>/<name>/.done`` when it has finished, so a second run skips
-it; a stopped ``training``, ``training.prior`` or ``training.breed_head`` stage is resumed from its last epoch or
-check (``--resume``), any other stopped stage starts again. The stages show their own progress bars; the recipe
-prints each stage's command before it runs.
+it; a stopped ``training``, ``training.prior``, ``training.distill`` or ``training.breed_head`` stage is resumed from
+its last epoch or check (``--resume``), any other stopped stage starts again. The stages show their own progress
+bars; the recipe prints each stage's command before it runs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ COMMANDS = (
     "training.evaluate",
 )
 # Resumed from their last epoch or check; the others start again.
-RESUMABLE = ("training", "training.prior", "training.breed_head")
+RESUMABLE = ("training", "training.prior", "training.distill", "training.breed_head")
 STAGE_LINKS = ("init_from", "prior_from", "guide_from")
 DONE = ".done"
 

@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from model import checkpoint, latent_ops
@@ -61,3 +62,34 @@ def test_a_student_that_already_matches_the_teacher_has_no_loss() -> None:
     assert distillation_loss(student, teacher, z, w, settings, 4).item() < 1e-8
     student.offset = 0.1  # a student that errs does have a loss
     assert distillation_loss(student, teacher, z, w, settings, 4).item() > 1e-3
+
+
+def test_a_stopped_distillation_resumes_where_the_uninterrupted_run_would_be(
+    tmp_path: Path, tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path
+) -> None:
+    from training.distill import main as distill
+
+    args = [
+        "--init-from", str(tiny_diffusion_checkpoint), "--data", str(folders_data), "--student-steps", "2",
+        "--steps", "12", "--batch-size", "8", "--log-every", "4", "--lr", "1e-3", "--cache-dir", str(cache_dir),
+        "--no-progress",
+    ]  # fmt: skip
+    distill([*args, "--out", str(tmp_path / "whole")])
+    distill([*args, "--out", str(tmp_path / "split"), "--stop-after", "4"])
+    assert json.loads((tmp_path / "split" / "resume.json").read_text())["step"] == 4
+    assert not (tmp_path / "split" / "model.safetensors").exists()  # a stopped run has written no checkpoint yet
+    distill([*args, "--out", str(tmp_path / "split"), "--resume"])
+    whole, whole_card = checkpoint.load(tmp_path / "whole")
+    split, split_card = checkpoint.load(tmp_path / "split")
+    theirs = whole.prior.student.denoiser.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in split.prior.student.denoiser.state_dict().items())
+    histories = [[e["distance_to_teacher"] for e in card["stages"][-1]["history"]] for card in (whole_card, split_card)]
+    assert histories[0] == histories[1] and len(histories[0]) == 4  # step 0, then three checks
+    logged = [
+        json.loads(line)["step"] for line in (tmp_path / "split" / "distill-metrics.jsonl").read_text().splitlines()
+    ]
+    assert logged == [4, 8, 12]
+    with pytest.raises(SystemExit, match="another run"):
+        distill([*args, "--out", str(tmp_path / "split"), "--resume", "--lr", "0.5"])
+    with pytest.raises(SystemExit, match="no resume.json"):
+        distill([*args, "--out", str(tmp_path / "fresh"), "--resume"])
