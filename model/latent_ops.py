@@ -263,23 +263,28 @@ def _maximise_on_simplex(
     return (logits + mask).softmax(-1).detach()
 
 
-# Ancestry's screen: every breed scored with few probes (rows per prior call kept near 128, so a stop comes within
-# one call), then only the best few scored precisely. Measured on the 28-breed default (docs/experiments.md): the
-# same top-1 recovery of 70/30 mixes as scoring every breed precisely, at a quarter of the time.
+# Ancestry's screen. Without candidates, every breed is scored with few probes (rows per prior call kept near 128, so
+# a stop comes within one call), then only the best few scored precisely: on the 28-breed default (docs/experiments.md)
+# the same top-1 recovery of 70/30 mixes as scoring every breed precisely, at a quarter of the time. A photo's
+# candidates are the breed head's best instead, which costs one pass of the head rather than n_breeds * 8 of the
+# denoiser (docs/experiments.md, issue 25).
 SCREEN_PROBES = 8
 PRECISE_PROBES = 32
 SCREENED_BREEDS = 6
 ROWS_PER_CALL = 128
 
 
-def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = 10) -> Tensor:
+def ancestry_weights(
+    model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = 10, candidates: Tensor | None = None
+) -> Tensor:
     """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, that best explain one latent z (d,).
 
     Maximum likelihood under the prior the samples and mixes come from (``prior.log_likelihood``; for the diffusion
-    prior, its negative denoising error): every breed's own condition is screened with ``SCREEN_PROBES`` probes,
-    the ``SCREENED_BREEDS`` best are scored with ``PRECISE_PROBES``, the ``max_breeds`` best of those are the support,
-    and the weights on it maximise the likelihood of the mixed condition (``steps`` Adam steps from the even mix).
-    Deterministic: fixed start, fixed number of steps, fixed probe noise.
+    prior, its negative denoising error). The breeds considered are ``candidates`` (breed indices), or else the
+    ``SCREENED_BREEDS`` best of every breed's own condition screened with ``SCREEN_PROBES`` probes; they are scored
+    with ``PRECISE_PROBES``, the ``max_breeds`` best are the support, and the weights on it maximise the likelihood of
+    the mixed condition (``steps`` Adam steps from the even mix). Deterministic: fixed start, fixed number of steps,
+    fixed probe noise.
     """
     if max_breeds < 1:
         raise LatentOpError("max_breeds must be at least 1")
@@ -289,16 +294,18 @@ def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int
     with torch.enable_grad(), torch.inference_mode(False):
         z = z.clone()  # an ordinary tensor, even when made in inference mode
         with torch.no_grad():
-            quick = []
-            for conditions in eye.split(max(1, ROWS_PER_CALL // SCREEN_PROBES)):
-                interrupt.check()
-                quick.append(model.prior.log_likelihood(z, conditions, SCREEN_PROBES))
-            candidates = torch.cat(quick).topk(min(max(SCREENED_BREEDS, max_breeds), n)).indices
+            if candidates is None:
+                quick = []
+                for conditions in eye.split(max(1, ROWS_PER_CALL // SCREEN_PROBES)):
+                    interrupt.check()
+                    quick.append(model.prior.log_likelihood(z, conditions, SCREEN_PROBES))
+                candidates = torch.cat(quick).topk(min(max(SCREENED_BREEDS, max_breeds), n)).indices
+            candidates = candidates.to(z.device)
             precise = []
             for chunk in candidates.split(max(1, ROWS_PER_CALL // PRECISE_PROBES)):
                 interrupt.check()
                 precise.append(model.prior.log_likelihood(z, eye[chunk], PRECISE_PROBES))
-        support = candidates[torch.cat(precise).topk(min(max_breeds, n)).indices]
+        support = candidates[torch.cat(precise).topk(min(max_breeds, len(candidates))).indices]
         keep = torch.zeros(n, dtype=torch.bool, device=z.device)
         keep[support] = True
         start = keep.float() / keep.sum()

@@ -4,7 +4,8 @@
 
 Writes ``<out>/metrics.json`` (default ``<checkpoint>/eval``) and these figures, all of generated images
 or statistics only (never the source photos): ``confusion.png``, ``latent_map.png``, ``samples.png``
-(one row per breed), ``mixes.png`` (every pairwise 50/50 mix, pure breeds on the diagonal). The metrics
+(one row per breed), ``mixes.png`` (every pairwise 50/50 mix of up to ``MIX_GRID_BREEDS`` breeds, pure breeds on the
+diagonal: all of a small model's, else the README's eight and evenly spaced others). The metrics
 are also written into the checkpoint card under ``evaluation`` unless ``--no-update-card``.
 
 Only the FID of prior samples at other sampler settings or temperatures (one JSON line per combination; every
@@ -120,17 +121,34 @@ def plot_latent_map(model: DogModel, means: torch.Tensor, labels: torch.Tensor, 
     plt.close(fig)
 
 
-def pairwise_mixes(model: DogModel, breeds: list[str], seed: int) -> torch.Tensor:
-    """(n*n, 3, S, S): cell (i, j) is the 50/50 mix of breeds i and j, all with the same noise."""
-    n = len(breeds)
-    eye = torch.eye(n)
-    weights = ((eye[:, None, :] + eye[None, :, :]) / 2).reshape(n * n, n)
-    eps = latent_ops.noise(1, latent_ops.noise_dim(model), seed).expand(n * n, -1)
+MIX_GRID_BREEDS = 16  # 120 breeds would be 14,400 mixes and a 7,700-pixel square
+FIGURE_BREEDS = (
+    "miniature_pinscher", "doberman", "basenji", "golden_retriever", "samoyed", "beagle", "pug", "siberian_husky",
+)  # fmt: skip
+
+
+def mix_grid_breeds(breeds: list[str], most: int = MIX_GRID_BREEDS) -> list[int]:
+    """Indices of the breeds in the pairwise-mix figure: all of them, or ``FIGURE_BREEDS`` and evenly spaced others."""
+    if len(breeds) <= most:
+        return list(range(len(breeds)))
+    chosen = [breeds.index(b) for b in FIGURE_BREEDS if b in breeds][:most]
+    others = [i for i in range(len(breeds)) if i not in chosen]
+    room = most - len(chosen)
+    return sorted(chosen + [others[k * len(others) // room] for k in range(room)])
+
+
+def pairwise_mixes(model: DogModel, chosen: list[int], seed: int) -> torch.Tensor:
+    """(m*m, 3, S, S) for the m breed indices ``chosen``: cell (i, j) is the 50/50 mix of the i-th and j-th, all with
+    the same noise."""
+    n, m = model.n_breeds, len(chosen)
+    eye = torch.eye(n)[chosen]
+    weights = ((eye[:, None, :] + eye[None, :, :]) / 2).reshape(m * m, n)
+    eps = latent_ops.noise(1, latent_ops.noise_dim(model), seed).expand(m * m, -1)
     images = [
         latent_ops.decode(
             model, latent_ops.prior_latents(model, weights[i : i + 256], eps[i : i + 256]), weights[i : i + 256]
         )
-        for i in range(0, n * n, 256)
+        for i in range(0, m * m, 256)
     ]
     return torch.cat(images)
 
@@ -301,10 +319,12 @@ def evaluate(
     plot_confusion(confusion, breeds, out / "confusion.png")
 
     per_breed = torch.cat([latent_ops.sample(model, 8, breed=b, seed=seed + b) for b in range(len(breeds))])
-    labelled_rows(per_breed, breeds, columns=8, scale=2, label_width=170).save(out / "samples.png")
-    labelled_rows(pairwise_mixes(model, breeds, seed), breeds, columns=len(breeds), label_width=150).save(
-        out / "mixes.png"
-    )
+    scale = 2 if len(breeds) <= 32 else 1  # 120 rows at twice the size would be a 15,000-pixel-tall figure
+    labelled_rows(per_breed, breeds, columns=8, scale=scale, label_width=170).save(out / "samples.png")
+    in_grid = mix_grid_breeds(breeds)
+    labelled_rows(
+        pairwise_mixes(model, in_grid, seed), [breeds[i] for i in in_grid], columns=len(in_grid), label_width=150
+    ).save(out / "mixes.png")
 
     samples, sample_breeds = balanced_samples(model, max(fid_samples, len(breeds)), seed)
     metrics["generated_breed_top1"] = recognised_share(model, samples, sample_breeds)

@@ -115,3 +115,14 @@ def test_mixes_only_compares_sampler_settings_and_draws_the_pairs(
     assert (tmp_path / "mix_comparison.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--sweep", "guidance=-1"])
+
+
+def test_the_mix_figure_keeps_a_small_models_breeds_and_picks_the_named_ones_of_a_large_one() -> None:
+    from training.evaluate import FIGURE_BREEDS, mix_grid_breeds
+
+    assert mix_grid_breeds(["a", "b", "c"]) == [0, 1, 2]
+    many = [f"breed{i}" for i in range(100)] + ["pug", "samoyed"]
+    chosen = mix_grid_breeds(many, most=6)
+    assert len(chosen) == 6 == len(set(chosen)) and chosen == sorted(chosen)
+    assert {many.index("pug"), many.index("samoyed")} <= set(chosen)  # the figure breeds first, then others
+    assert len(mix_grid_breeds(list(FIGURE_BREEDS) + many, most=4)) == 4  # more named breeds than room: the first
