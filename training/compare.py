@@ -5,7 +5,8 @@
         --out docs/plain-vs-final.png
 
 Each row is one breed (or 50/50 mix), with ``--columns`` samples from each checkpoint, one panel per
-checkpoint, left to right. Only generated images: no photo is read.
+checkpoint, left to right; a row a checkpoint cannot draw (a breed it does not know) is grey in its panel. Only
+generated images: no photo is read.
 """
 
 from __future__ import annotations
@@ -47,18 +48,31 @@ def side_by_side(
 ) -> Image.Image:
     """One panel per checkpoint; ``earlier``: a figure of this command whose first panel (title included)
     goes on the left, for a checkpoint that is no longer kept (it must have the same rows and columns)."""
+    loaded = [checkpoint.load(folder) for folder in folders]
+    known = [[b["name"] for b in card["breeds"]] for _, card in loaded]
+    everyone = sorted(set().union(*known))
+    for part in (part for spec in rows for part in spec.split("+")):
+        if part not in everyone:
+            raise SystemExit(f"unknown breed {part!r}; known: {', '.join(everyone)}")
     panels = []
-    names: list[str] | None = None
-    for folder in folders:
-        model, card = checkpoint.load(folder)
-        model_names = [b["name"] for b in card["breeds"]]
-        if names is not None and model_names != names:
-            raise SystemExit(f"{folders[0]} and {folder} know different breeds")
-        names = model_names
+    for (model, _), names in zip(loaded, known, strict=True):
+        side = model.vae.cfg.image_size
+        drawable = [all(part in names for part in spec.split("+")) for spec in rows]
         images = torch.cat(
-            [latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed + i) for i, spec in enumerate(rows)]
+            [
+                latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed + i)
+                if ok
+                else torch.full((columns, 3, side, side), 0.85)
+                for i, (spec, ok) in enumerate(zip(rows, drawable, strict=True))
+            ]
         )
-        panels.append(grid(images, columns=columns, scale=scale))
+        panel = grid(images, columns=columns, scale=scale)
+        row_height = panel.height / len(rows)
+        for i, ok in enumerate(drawable):
+            if not ok:
+                note = f"not among its {len(names)} breeds"
+                ImageDraw.Draw(panel).text((8, int((i + 0.5) * row_height) - 6), note, fill="black")
+        panels.append(panel)
     kept: Image.Image | None = None
     if earlier is not None:
         earlier = earlier.convert("RGB")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -33,3 +34,25 @@ def test_compare_figure_puts_two_checkpoints_side_by_side(tmp_path: Path, tiny_c
                 *rows[2:],
             ]
         )
+
+
+def test_a_breed_one_checkpoint_does_not_know_is_a_grey_row_in_its_panel(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from model import checkpoint
+
+    model, card = checkpoint.load(tiny_checkpoint)
+    renamed = {
+        **card,
+        "breeds": [{**b, "name": "pug" if b["name"] == "samoyed" else b["name"]} for b in card["breeds"]],
+    }
+    checkpoint.save(model, {k: v for k, v in renamed.items() if k != "weights_sha256"}, tmp_path / "other")
+    rows = ["--breeds", "beagle,samoyed", "--mixes", "", "--columns", "2"]
+    out = compare([str(tmp_path / "other"), str(tiny_checkpoint), "--out", str(tmp_path / "cmp.png"), *rows])
+    with Image.open(out) as figure:
+        first = figure.convert("RGB").crop((230, 28, 230 + 2 * 130, figure.height))  # the first panel
+        half = first.height // 2
+
+        def grey_share(box: tuple[int, int, int, int]) -> float:
+            return float((np.asarray(first.crop(box)) == 217).all(-1).mean())
+
+        assert grey_share((0, half + 4, first.width, first.height - 4)) > 0.7  # its samoyed row: grey and a note
+        assert grey_share((0, 4, first.width, half - 4)) < 0.05  # its beagles are drawn
