@@ -7,7 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VAE_DOGS_CHECKPOINT=/srv/vae-dogs/checkpoints/dogs64
+    VAE_DOGS_CHECKPOINT=/srv/vae-dogs/checkpoints/dogs120
 
 WORKDIR /srv/vae-dogs
 
@@ -20,7 +20,7 @@ COPY training ./training
 COPY app ./app
 RUN pip install .
 
-COPY checkpoints/dogs64/model.safetensors checkpoints/dogs64/card.json ./checkpoints/dogs64/
+COPY checkpoints/dogs120/model.safetensors checkpoints/dogs120/card.json ./checkpoints/dogs120/
 
 RUN useradd --system --uid 10001 --no-create-home vae
 USER 10001

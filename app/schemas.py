@@ -67,10 +67,10 @@ class MixRequest(BaseModel):
 
 
 class DecodeRequest(BaseModel):
-    # The example is one latent of the default checkpoint's size (8 channels at 8x8);
+    # The example is one latent of the default checkpoint's size (4 channels at 16x16);
     # tests/app/test_openapi_examples.py runs it.
     model_config = ConfigDict(
-        strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 512], "breeds": {"golden_retriever": 1}}]}
+        strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 1024], "breeds": {"golden_retriever": 1}}]}
     )
 
     latents: list[list[float]] = Field(min_length=1, description="latent vectors z, each of the model's latent size")

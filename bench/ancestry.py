@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     p = argparse.ArgumentParser(prog="python -m bench.ancestry", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs120")
     p.add_argument(
         "--shares", default="1,0.85,0.7", help="comma-separated shares of the largest component, in (0.5, 1]"
     )

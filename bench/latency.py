@@ -1,7 +1,7 @@
 """Latency of the main endpoints, in-process (ASGI, no network) and over HTTP to a real uvicorn.
 
     .venv/bin/python -m bench.latency                 # default checkpoint, 200 requests per endpoint
-    .venv/bin/python -m bench.latency --requests 50 --checkpoint runs/dogs64
+    .venv/bin/python -m bench.latency --requests 50 --checkpoint runs/dogs120/sampling
 
 Prints a Markdown table of p50/p99 in milliseconds (sequential requests, one client: latency, not
 throughput). The photo for /identify is synthetic, so no data set is needed.
@@ -58,7 +58,7 @@ def measure(client: httpx.Client, requests: int) -> dict[str, tuple[float, float
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs120")
     p.add_argument("--requests", type=int, default=200)
     args = p.parse_args()
     os.environ["VAE_DOGS_CHECKPOINT"] = str(args.checkpoint)

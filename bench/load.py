@@ -164,7 +164,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs120")
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")

@@ -19,7 +19,7 @@ from bench.server import ROOT, running_server
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs64")
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "dogs120")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "page.png")
     p.add_argument("--breed", default="golden_retriever", help="breed of the generated dog to upload")
     p.add_argument("--chromium", default="/usr/bin/chromium")

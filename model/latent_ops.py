@@ -263,19 +263,21 @@ def _maximise_on_simplex(
     return (logits + mask).softmax(-1).detach()
 
 
-# Ancestry's screen. Without candidates, every breed is scored with few probes (rows per prior call kept near 128, so
-# a stop comes within one call), then only the best few scored precisely: on the 28-breed default (docs/experiments.md)
-# the same top-1 recovery of 70/30 mixes as scoring every breed precisely, at a quarter of the time. A photo's
-# candidates are the breed head's best instead, which costs one pass of the head rather than n_breeds * 8 of the
-# denoiser (docs/experiments.md, issue 25).
+# Ancestry's screen: every breed is scored with few probes (rows per prior call kept near 128, so a stop comes within
+# one call), then only the best few scored precisely, and the weights fitted in a few Adam steps. On the 28-breed
+# default the screen kept the unscreened top-1 recovery of 70/30 mixes at a quarter of the time; on the 120-breed one,
+# 4 screening probes and 16 precise ones (half the time) recover 10 points fewer, and the breed head's or the latent
+# Gaussians' best six hold the main breed of a generated mix far less often than the denoiser's screen does
+# (docs/experiments.md, issue 25). ``candidates`` skips the screen.
 SCREEN_PROBES = 8
 PRECISE_PROBES = 32
 SCREENED_BREEDS = 6
+FIT_STEPS = 10
 ROWS_PER_CALL = 128
 
 
 def ancestry_weights(
-    model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = 10, candidates: Tensor | None = None
+    model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = FIT_STEPS, candidates: Tensor | None = None
 ) -> Tensor:
     """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, that best explain one latent z (d,).
 
@@ -317,7 +319,11 @@ def ancestry_weights(
 
 
 def ancestry(
-    model: DogModel, image: Tensor, max_breeds: int = 3, steps: int = 10, sampling: SamplerSettings | None = None
+    model: DogModel,
+    image: Tensor,
+    max_breeds: int = 3,
+    steps: int = FIT_STEPS,
+    sampling: SamplerSettings | None = None,
 ) -> Ancestry:
     """Which mix of known breeds best explains one photo (1, 3, S, S)? See :func:`ancestry_weights`; the dog of the
     mix is drawn with ``sampling``."""

@@ -41,6 +41,6 @@ def test_every_json_body_example_runs(default_client: TestClient) -> None:
 
 def test_default_checkpoint_serves_all_breeds(default_client: TestClient) -> None:
     info = default_client.get("/info").json()
-    assert info["resolution"] == 64 and len(info["breeds"]) == 28
-    response = default_client.get("/sample?n=4&seed=0&breed=samoyed")
+    assert info["resolution"] == 64 and len(info["breeds"]) == 120
+    response = default_client.get("/sample?n=4&seed=0&breed=miniature_pinscher")
     assert response.status_code == 200 and response.content.startswith(b"\x89PNG")

@@ -85,11 +85,21 @@ def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> Non
 
 
 def test_the_default_recipe_names_every_stage_of_the_committed_checkpoint() -> None:
-    stages = read_recipe(ROOT / "recipes" / "dogs64.toml")
-    assert [s.name for s in stages] == ["vae", "prior", "prior-more", "guide", "sampling", "decoder", "evaluate"]
-    card = checkpoint.read_card(ROOT / "checkpoints" / "dogs64")
-    sampling = next(s for s in stages if s.name == "sampling").args["set"]
-    assert {a.split("=")[0]: float(a.split("=")[1]) for a in sampling} == card["sampling"]
+    stages = read_recipe(ROOT / "recipes" / "dogs120.toml")
+    assert [s.name for s in stages] == ["vae", "prior", "breed_head", "guide", "sampling", "evaluate"]
+    card = checkpoint.read_card(ROOT / "checkpoints" / "dogs120")
+    assert [s["command"] for s in card["stages"]] == [
+        "training", "training.prior", "training.breed_head", "training.sampling"
+    ]  # fmt: skip
+    candidates = {
+        name: [float(v) for v in values.split(",")]
+        for name, values in (a.split("=") for a in next(s for s in stages if s.name == "sampling").args["set"])
+    }
+    assert all(card["sampling"][name] in values for name, values in candidates.items())
+    rows = card["stages"][-1]["rows"]  # one per candidate; the lowest FID was kept
+    assert len(rows) == 4 and card["stages"][-1]["chosen"] == card["sampling"]
+    best = min(rows, key=lambda r: r["fid_prior_samples"])
+    assert best["sampling"] == card["sampling"]
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda p: p.name)
