@@ -268,7 +268,7 @@ def _maximise_on_simplex(
 # default the screen kept the unscreened top-1 recovery of 70/30 mixes at a quarter of the time; on the 120-breed one,
 # 4 screening probes and 16 precise ones (half the time) recover 10 points fewer, and the breed head's or the latent
 # Gaussians' best six hold the main breed of a generated mix far less often than the denoiser's screen does
-# (docs/experiments.md, issue 25). ``candidates`` skips the screen.
+# (docs/experiments.md, issue 25).
 SCREEN_PROBES = 8
 PRECISE_PROBES = 32
 SCREENED_BREEDS = 6
@@ -276,17 +276,14 @@ FIT_STEPS = 10
 ROWS_PER_CALL = 128
 
 
-def ancestry_weights(
-    model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = FIT_STEPS, candidates: Tensor | None = None
-) -> Tensor:
+def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = FIT_STEPS) -> Tensor:
     """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, that best explain one latent z (d,).
 
     Maximum likelihood under the prior the samples and mixes come from (``prior.log_likelihood``; for the diffusion
-    prior, its negative denoising error). The breeds considered are ``candidates`` (breed indices), or else the
-    ``SCREENED_BREEDS`` best of every breed's own condition screened with ``SCREEN_PROBES`` probes; they are scored
-    with ``PRECISE_PROBES``, the ``max_breeds`` best are the support, and the weights on it maximise the likelihood of
-    the mixed condition (``steps`` Adam steps from the even mix). Deterministic: fixed start, fixed number of steps,
-    fixed probe noise.
+    prior, its negative denoising error): every breed's own condition is screened with ``SCREEN_PROBES`` probes,
+    the ``SCREENED_BREEDS`` best are scored with ``PRECISE_PROBES``, the ``max_breeds`` best of those are the support,
+    and the weights on it maximise the likelihood of the mixed condition (``steps`` Adam steps from the even mix).
+    Deterministic: fixed start, fixed number of steps, fixed probe noise.
     """
     if max_breeds < 1:
         raise LatentOpError("max_breeds must be at least 1")
@@ -296,13 +293,11 @@ def ancestry_weights(
     with torch.enable_grad(), torch.inference_mode(False):
         z = z.clone()  # an ordinary tensor, even when made in inference mode
         with torch.no_grad():
-            if candidates is None:
-                quick = []
-                for conditions in eye.split(max(1, ROWS_PER_CALL // SCREEN_PROBES)):
-                    interrupt.check()
-                    quick.append(model.prior.log_likelihood(z, conditions, SCREEN_PROBES))
-                candidates = torch.cat(quick).topk(min(max(SCREENED_BREEDS, max_breeds), n)).indices
-            candidates = candidates.to(z.device)
+            quick = []
+            for conditions in eye.split(max(1, ROWS_PER_CALL // SCREEN_PROBES)):
+                interrupt.check()
+                quick.append(model.prior.log_likelihood(z, conditions, SCREEN_PROBES))
+            candidates = torch.cat(quick).topk(min(max(SCREENED_BREEDS, max_breeds), n)).indices
             precise = []
             for chunk in candidates.split(max(1, ROWS_PER_CALL // PRECISE_PROBES)):
                 interrupt.check()
