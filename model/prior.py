@@ -137,6 +137,11 @@ class DogModel:
         """Whether an autoguidance weight above 1 can be used."""
         return getattr(self.prior, "guide", None) is not None
 
+    @property
+    def has_student(self) -> bool:
+        """Whether ``distilled`` sampling can be used."""
+        return getattr(self.prior, "student", None) is not None
+
     def to(self, device: str | torch.device) -> DogModel:
         for module in (self.vae, *self.prior.modules().values()):
             module.to(device)

@@ -89,7 +89,7 @@ class ModelService:
                 )
             sampling = replace(sampling, autoguidance=settings.autoguidance)
         if settings.distilled is not None:
-            if settings.distilled and getattr(model.prior, "student", None) is None:
+            if settings.distilled and not model.has_student:
                 raise RuntimeError(
                     f"VAE_DOGS_DISTILLED=true needs a checkpoint with a distilled student, and {settings.checkpoint} "
                     "has none (unset it, or make one with python -m training.distill)"
