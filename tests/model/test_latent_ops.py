@@ -106,24 +106,29 @@ def test_ancestry_recovers_the_largest_component_of_a_known_mix() -> None:
         assert typical > 0.01 and distance < 2  # the found mix explains its own sample
 
 
-def test_ancestry_screens_every_breed_quickly_and_scores_only_the_best_precisely() -> None:
-    """Every breed is scored with SCREEN_PROBES probes; only the SCREENED_BREEDS best get PRECISE_PROBES, and the
-    support is taken from those."""
-    vae = BreedVAE(VAEConfig(n_breeds=12, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
-    vae.prior_mean.copy_(3 * torch.randn(12, 16, generator=torch.Generator().manual_seed(1)))
-    calls: list[tuple[int, int]] = []
+def test_ancestry_shortlists_by_the_slope_then_screens_then_scores_only_the_best_precisely() -> None:
+    """One call at the even mix of every breed (its slope shortlists SHORTLISTED_BREEDS), those screened with
+    SCREEN_PROBES probes, the SCREENED_BREEDS best scored with PRECISE_PROBES, the support taken from those."""
+    n = latent_ops.SHORTLISTED_BREEDS + 16
+    vae = BreedVAE(VAEConfig(n_breeds=n, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
+    vae.prior_mean.copy_(3 * torch.randn(n, 16, generator=torch.Generator().manual_seed(1)))
+    calls: list[tuple[torch.Tensor, int]] = []
 
     class Spy(GaussianPrior):
         def log_likelihood(self, z: torch.Tensor, weights: torch.Tensor, probes: int = 32) -> torch.Tensor:
-            calls.append((len(weights), probes))
+            calls.append((weights.detach().clone(), probes))
             return super().log_likelihood(z, weights, probes)
 
     model = DogModel(vae, Spy(vae))
     z = vae.prior_mean[7] + 0.1 * torch.randn(16)
     found = latent_ops.ancestry_weights(model, z, max_breeds=2, steps=3)
-    quick = sum(rows for rows, probes in calls if probes == latent_ops.SCREEN_PROBES)
-    precise = [rows for rows, probes in calls if probes == latent_ops.PRECISE_PROBES]
-    assert quick == 12 and sum(precise[:-3]) == latent_ops.SCREENED_BREEDS  # then one mix per Adam step
+    (even, probes), *rest = calls
+    assert probes == latent_ops.SCREEN_PROBES and torch.allclose(even, torch.full((1, n), 1 / n))
+    screened = torch.cat([w for w, p in rest if p == latent_ops.SCREEN_PROBES])
+    precise = [w for w, p in rest if p == latent_ops.PRECISE_PROBES]
+    assert len(screened) == latent_ops.SHORTLISTED_BREEDS and (screened.sum(1) == 1).all()  # pure breeds only
+    assert screened[:, 7].sum() == 1  # the slope kept the breed z was drawn from
+    assert sum(len(w) for w in precise[:-3]) == latent_ops.SCREENED_BREEDS  # then one mix per Adam step
     assert int(found.argmax()) == 7
 
 
