@@ -5,8 +5,8 @@
 Reads the metrics every stage writes into its folder of the run (``metrics.jsonl`` of stage 1,
 ``prior-metrics.jsonl`` of each diffusion prior, ``breed-head-metrics.jsonl``) and draws three panels: stage 1's
 held-out PSNR per epoch, each denoiser's held-out denoising error per step (a ``--prior-from`` continuation is drawn
-on from the steps of the prior it started from), and the breed head's held-out top-1 per epoch. Held-out numbers
-only: no photo is read.
+on from the steps of the prior it started from), and the breed head's held-out top-1 and top-5 per epoch. Held-out
+numbers only: no photo is read.
 """
 
 from __future__ import annotations
