@@ -24,6 +24,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def prior_steps_before(folder: Path) -> int:
     """Steps the denoiser of ``folder`` had been trained before its own run: those of the priors it continued
     (in its card, each ``training.prior`` stage started with ``--prior-from`` goes on from the one before it)."""
+    if not (folder / "card.json").is_file():  # a stage folder without its card yet (a run in progress)
+        return 0
     card = json.loads((folder / "card.json").read_text())
     priors = [s for s in card.get("stages", []) if s["command"] == "training.prior"]
     steps, i = 0, len(priors) - 1
@@ -51,7 +53,7 @@ def curves(run: Path, out: Path) -> Path:
     ax1.set(title="stage 1: held-out reconstruction", xlabel="epoch", ylabel="PSNR (dB)")
     for path in priors:
         rows = read_jsonl(path)
-        offset = prior_steps_before(path.parent) if (path.parent / "card.json").is_file() else 0
+        offset = prior_steps_before(path.parent)
         ax2.plot([offset + r["step"] for r in rows], [r["val_denoising_mse"] for r in rows], label=path.parent.name)
     ax2.set(title="latent prior: held-out denoising error", xlabel="step", ylabel="mean squared v error", xscale="log")
     if ax2.lines:  # plain numbers at a few steps: the log axis's own minor labels overlap
