@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model import interrupt
+from model import interrupt, sampler
 from model.prior import DogModel
 from model.sampler import SamplerSettings
 
@@ -279,14 +279,21 @@ FIT_STEPS = 10
 ROWS_PER_CALL = 128
 
 
-def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int = FIT_STEPS) -> Tensor:
+def ancestry_weights(
+    model: DogModel,
+    z: Tensor,
+    max_breeds: int = 3,
+    steps: int = FIT_STEPS,
+    sampling: SamplerSettings | None = None,
+) -> Tensor:
     """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, that best explain one latent z (d,).
 
     Maximum likelihood under the prior the samples and mixes come from (``prior.log_likelihood``; for the diffusion
     prior, its negative denoising error): the breeds whose weight the likelihood rises fastest with at the even mix
     of all are shortlisted, screened on their own condition with ``SCREEN_PROBES`` probes, the ``SCREENED_BREEDS``
     best scored with ``PRECISE_PROBES``, the ``max_breeds`` best of those are the support, and the weights on it
-    maximise the likelihood of the mixed condition (``steps`` Adam steps from the even mix).
+    maximise the likelihood of the mixed condition as ``sampling`` (default the model's) scales it for its mixes
+    (``steps`` Adam steps from the even mix).
     Deterministic: fixed start, fixed number of steps, fixed probe noise.
     """
     if max_breeds < 1:
@@ -314,8 +321,15 @@ def ancestry_weights(model: DogModel, z: Tensor, max_breeds: int = 3, steps: int
         keep = torch.zeros(n, dtype=torch.bool, device=z.device)
         keep[support] = True
         start = keep.float() / keep.sum()
+        # Scored on the condition the sampler draws this mix from (``mix_strength``), so the answer is the mix
+        # whose dogs look like this one.
+        strength = (sampling or model.sampling).mix_strength
         w = _maximise_on_simplex(
-            lambda w: model.prior.log_likelihood(z, w[None], PRECISE_PROBES)[0], keep, start, steps, lr=0.3
+            lambda w: model.prior.log_likelihood(z, sampler.mix_condition(w[None], strength), PRECISE_PROBES)[0],
+            keep,
+            start,
+            steps,
+            lr=0.3,
         )
     w = torch.where(w > 1e-3, w, torch.zeros_like(w))
     return (w / w.sum()).cpu()
@@ -333,7 +347,7 @@ def ancestry(
     enc = encode(model, image)
     device = model.device
     z = enc.mean[0].to(device)
-    w = ancestry_weights(model, z, max_breeds, steps)
+    w = ancestry_weights(model, z, max_breeds, steps, sampling)
     with torch.inference_mode():
         mix_image = mix(model, w, n=1, seed=0, sampling=sampling)
         single = model.vae.gaussian_log_density(z, torch.eye(model.n_breeds, device=device))

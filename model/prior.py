@@ -72,8 +72,11 @@ class Student:
     teacher: SamplerSettings
 
     def settings(self, asked: SamplerSettings) -> SamplerSettings:
-        """The plain DDIM that runs the student; of the asked settings only the output scale applies."""
-        return SamplerSettings(steps=self.steps, guidance=1.0, output_scale=asked.output_scale)
+        """The plain DDIM that runs the student; of the asked settings only the output scale and the mix strength
+        (the student learnt the teacher's sampler on conditions already scaled by it) apply."""
+        return SamplerSettings(
+            steps=self.steps, guidance=1.0, output_scale=asked.output_scale, mix_strength=asked.mix_strength
+        )
 
 
 @dataclass

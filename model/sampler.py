@@ -12,6 +12,10 @@ overridable per call (``dataclasses.replace``) or by the service's environment; 
 * ``output_scale``: the sampled standardised latent is multiplied by it (below 1: a truncation towards the mean).
 * ``autoguidance`` (Karras et al. 2024): with a guide (a weaker denoiser on the same latents) the velocity is
   ``v_guide + w * (v - v_guide)``, pushed away from the guide's errors (1: the guide unused).
+* ``mix_strength``: a mix's weights ``w`` are scaled by ``(1 / |w|_2) ** mix_strength`` before sampling (a pure
+  breed, ``|w|_2 = 1``, is unchanged). Two breeds' conditions are near orthogonal in the denoiser, so their plain
+  average is a weaker condition than either (norm 0.71 for 50/50) and its dogs look like neither parent; at 2 an even
+  mix of two conditions on each at full weight (docs/experiments.md).
 * ``distilled``: draw with the prior's few-step student instead (``training/distill.py``: its own few deterministic
   steps of one pass each, the teacher's guidance folded in), so ``steps``, ``guidance``, ``guidance_rescale``,
   ``eta`` and ``autoguidance`` are then those the student was distilled from; ``output_scale`` still applies.
@@ -38,6 +42,7 @@ class SamplerSettings:
     eta: float = 0.0
     output_scale: float = 1.0
     autoguidance: float = 1.0
+    mix_strength: float = 0.0
     distilled: bool = False
 
     def __post_init__(self) -> None:
@@ -51,6 +56,7 @@ class SamplerSettings:
                 math.isfinite(self.autoguidance) and self.autoguidance >= 1,
                 "at least 1 (1: the guide is not used)",
             ),
+            "mix_strength": (0 <= self.mix_strength <= 4, "in [0, 4] (0: a mix's weights as given)"),
             "distilled": (self.distilled in (0, 1), "true or false (1 or 0)"),
         }
         for name, (ok, rule) in checks.items():
@@ -78,6 +84,15 @@ def noise_dim(denoiser: LatentDiffusion, settings: SamplerSettings) -> int:
     """Standard normal numbers one sample starts from: the latent at t = 1, then (``eta > 0``) one latent's worth
     of fresh noise for every step but the last (which lands on t = 0 and adds none)."""
     return denoiser.z_mean.numel() * (settings.steps if settings.eta > 0 else 1)
+
+
+def mix_condition(weights: Tensor, strength: float) -> Tensor:
+    """Breed weights (n, n_breeds) scaled by ``(1 / |w|_2) ** strength`` per row; an all-zero row (the
+    unconditional one) and a pure breed are left as they are."""
+    if strength == 0.0:
+        return weights
+    length = weights.norm(dim=1, keepdim=True)
+    return torch.where(length > 0, weights * length.clamp_min(1e-12) ** -strength, weights)
 
 
 def classifier_free(v_cond: Tensor, v_uncond: Tensor, guidance: float, rescale: float = 0.0) -> Tensor:
@@ -148,6 +163,7 @@ def sample(
     if s.autoguidance != 1.0 and guide is None:
         raise ValueError(f"autoguidance {s.autoguidance:g} needs a guide, and this prior has none (set it to 1)")
     x, *fresh = noise.split(denoiser.z_mean.numel(), dim=1)
+    weights = mix_condition(weights, s.mix_strength)
     times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
         interrupt.check()

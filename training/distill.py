@@ -31,10 +31,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import checkpoint, latent_ops, sampler
-from model.diffusion import LatentDiffusion
 from model.imaging import labelled_rows
 from model.prior import DiffusionPrior, DogModel, Student
-from model.sampler import SamplerSettings
 from training.common import (
     RESUME_STATE,
     command_args,
@@ -106,11 +104,13 @@ def check_set(n_breeds: int, noise_dim: int, seed: int) -> tuple[torch.Tensor, t
 
 @torch.no_grad()
 def distance_to_teacher(
-    student: LatentDiffusion, steps: int, teacher_latents: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor
+    student: Student, teacher_latents: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor
 ) -> float:
-    """Mean squared difference, in standardised units, of the student's samples from the teacher's."""
-    z = sampler.sample(student, noise, weights, SamplerSettings(steps=steps, guidance=1.0))
-    return (student.standardise(z) - student.standardise(teacher_latents)).pow(2).mean().item()
+    """Mean squared difference, in standardised units, of the student's samples from the teacher's (both at the
+    teacher's output scale and mix strength)."""
+    z = sampler.sample(student.denoiser, noise, weights, student.settings(student.teacher))
+    standardise = student.denoiser.standardise
+    return (standardise(z) - standardise(teacher_latents)).pow(2).mean().item()
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
     noise, weights = noise.to(device), weights.to(device)
     with torch.no_grad():
         teacher_latents = sampler.sample(teacher, noise, weights, teaching, guide)
-    before = distance_to_teacher(student, args.student_steps, teacher_latents, noise, weights)
+    before = distance_to_teacher(Student(student, args.student_steps, teaching), teacher_latents, noise, weights)
     print(
         f"{len(train_z)} training latents; teacher: {teaching.steps} steps at guidance {teaching.guidance:g}; "
         f"the undistilled copy at {args.student_steps} steps lands {before:.4g} from it",
@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=100)
         idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-        w = training_conditions(train_y[idx], n_breeds, generator).to(device)
+        # The conditions as the sampler scales them (mix_strength), so the student learns the mixes it will serve.
+        w = sampler.mix_condition(training_conditions(train_y[idx], n_breeds, generator), teaching.mix_strength)
+        w = w.to(device)
         loss = distillation_loss(student, teacher, train_z[idx].to(device), w, teaching, args.student_steps, guide)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,7 +203,9 @@ def main(argv: list[str] | None = None) -> Path:
             checked = copy.deepcopy(student)
             if average:
                 checked.load_state_dict(average.state)
-            distance = distance_to_teacher(checked.eval(), args.student_steps, teacher_latents, noise, weights)
+            distance = distance_to_teacher(
+                Student(checked.eval(), args.student_steps, teaching), teacher_latents, noise, weights
+            )
             entry = {
                 "step": step + 1,
                 "seconds": round(earlier_seconds + time.time() - started, 1),

@@ -144,6 +144,24 @@ def test_distilled_sampling_runs_the_student_alone_at_its_own_steps() -> None:
     assert SamplerSettings(distilled=1.0).distilled is True  # as a settings grid passes it
 
 
+def test_mix_strength_scales_mixes_and_leaves_pure_breeds_and_the_unconditional_row() -> None:
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.7, 0.3, 0.0], [0.0, 0.0, 0.0]])
+    assert torch.equal(sampler.mix_condition(weights, 0.0), weights)
+    once = sampler.mix_condition(weights, 1.0)
+    assert torch.allclose(once[:3].norm(dim=1), torch.ones(3))  # at 1 every mix is a unit vector
+    assert torch.equal(once[0], weights[0]) and torch.equal(once[3], weights[3])
+    twice = sampler.mix_condition(weights, 2.0)
+    assert torch.allclose(twice[1], torch.tensor([1.0, 1.0, 0.0]))  # an even mix: each parent at full weight
+    assert torch.allclose(twice[2, 0] / twice[2, 1], torch.tensor(0.7 / 0.3))  # the ratio is kept
+    # In the sampler: a pure breed samples as before, a mix does not.
+    denoiser, noise = random_denoiser(), torch.randn(2, 16)
+    mixes = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    with torch.no_grad():
+        plain = sampler.sample(denoiser, noise, mixes, S)
+        strong = sampler.sample(denoiser, noise, mixes, dataclasses.replace(S, mix_strength=2.0))
+    assert torch.allclose(plain[0], strong[0]) and not torch.allclose(plain[1], strong[1])
+
+
 @pytest.mark.parametrize(
     ("name", "values"),
     [
@@ -153,6 +171,7 @@ def test_distilled_sampling_runs_the_student_alone_at_its_own_steps() -> None:
         ("eta", [1.5, -0.5, float("nan")]),
         ("output_scale", [0.0, -1.0, 2.5, float("nan"), float("inf")]),
         ("autoguidance", [0.5, float("inf"), float("nan")]),
+        ("mix_strength", [-0.5, 4.5, float("nan")]),
         ("distilled", [0.5, 2, -1]),
     ],
 )
