@@ -155,6 +155,10 @@ class Info(BaseModel):
         description="weight of a diffusion prior's autoguidance guide, a weaker denoiser whose errors samples are "
         "pushed away from (1: unused; null: no guide; VAE_DOGS_AUTOGUIDANCE)"
     )
+    mix_strength: float | None = Field(
+        description="a diffusion prior's mix weights w are scaled by (1 / |w|_2) ** mix_strength before sampling, "
+        "so that a mix conditions on each parent nearly as strongly as a pure breed (0: the weights as given)"
+    )
     distilled: bool | None = Field(
         description="whether samples and mixes are drawn by the distilled few-step student instead of the guided "
         "sampler above, which it imitates (null: the checkpoint has no student; VAE_DOGS_DISTILLED)"

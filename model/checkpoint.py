@@ -1,10 +1,10 @@
 """Checkpoints without pickle: ``model.safetensors`` (weights) + ``card.json`` (everything else).
 
 The card holds the architecture config (``config``: the VAE; ``prior``: its kind, the denoiser's and the guide's
-architecture, a distilled student's with its steps and teacher settings), the sampler settings (``sampling``), the
-ordered breed list with photo counts, the split recipe and held-out ids, training and evaluation metrics, torch
-version, git commit and the SHA-256 of the weights, which :func:`load` verifies. Every write goes to a temporary file
-that is then renamed over the target, so a killed run never leaves a half-written checkpoint.
+architecture, a distilled student's with its steps and teacher settings, a mix reader's), the sampler settings
+(``sampling``), the ordered breed list with photo counts, the split recipe and held-out ids, training and evaluation
+metrics, torch version, git commit and the SHA-256 of the weights, which :func:`load` verifies. Every write goes to a
+temporary file that is then renamed over the target, so a killed run never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from model.autoencoder import BreedVAE, VAEConfig
 from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.prior import DiffusionPrior, DogModel, GaussianPrior, LatentPrior, Student
+from model.reader import MixReader, ReaderConfig
 from model.sampler import SamplerSettings
 
 WEIGHTS_FILE = "model.safetensors"
@@ -75,6 +76,8 @@ def prior_card(prior: LatentPrior) -> dict[str, Any]:
                 "steps": student.steps,
                 "teacher": student.teacher.to_dict(),
             }
+        if prior.reader is not None:
+            spec["reader"] = prior.reader.cfg.to_dict()
         return spec
     return {"kind": prior.kind}
 
@@ -149,7 +152,10 @@ def build(card: dict[str, Any]) -> DogModel:
                 int(about["steps"]),
                 SamplerSettings.from_dict(about["teacher"]),
             )
-        prior = DiffusionPrior(denoiser, guide, student)
+        reader = (
+            MixReader(ReaderConfig.from_dict(spec["reader"]), vae.cfg.n_breeds, shape) if spec.get("reader") else None
+        )
+        prior = DiffusionPrior(denoiser, guide, student, reader)
     else:
         raise ValueError(f"unknown prior kind {spec['kind']!r} (known: gaussian, diffusion)")
     return DogModel(vae, prior, SamplerSettings.from_dict(card["sampling"]))
@@ -212,6 +218,7 @@ def attach_guide(model: DogModel, guide_folder: str | os.PathLike[str]) -> DogMo
                 f"guide {guide_folder} standardises the latents differently ({buffer}); train it on the same latents "
                 "(--init-from this checkpoint, the same --seed, --stop-fraction and mirroring)"
             )
-    # A student distilled without this guide imitates another sampler; it is dropped with the old guide.
+    # A student distilled without this guide imitates another sampler, and a reader read that sampler's mixes: both
+    # are dropped with the old guide.
     sampling = replace(model.sampling, distilled=False)
     return DogModel(model.vae, DiffusionPrior(model.prior.denoiser, other.prior.denoiser), sampling)

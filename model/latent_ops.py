@@ -264,70 +264,87 @@ def _maximise_on_simplex(
 
 
 # Ancestry narrows the breeds in steps of rising cost per breed (rows per prior call kept near 128, so a stop comes
-# within one call): the slope of the likelihood at the even mix of every breed (one backward pass for all breeds) keeps
-# ``SHORTLISTED_BREEDS``; those are scored on their own condition with ``SCREEN_PROBES`` probes, the
-# ``SCREENED_BREEDS`` best with ``PRECISE_PROBES``, and the weights of the best few fitted in ``FIT_STEPS`` Adam steps.
-# On the 120-breed default the slope keeps the main breed of 58 of 60 generated 70/30 mixes among its 24, and as many
-# main breeds come back as when every breed was screened (81 of 120) in 62 % of the time; a cheaper fit (fewer steps
-# or probes) or screen loses main breeds, and so did the breed head's or the latent Gaussians' best six
+# within one call). With a mix reader (``model/reader.py``), its ``READ_BREEDS`` likeliest breeds are the candidates
+# and its weights the fit's start. Without one, the slope of the likelihood at the even mix of every breed (one
+# backward pass for all breeds) keeps ``SHORTLISTED_BREEDS``, scored on their own condition with ``SCREEN_PROBES``
+# probes; the ``SCREENED_BREEDS`` best are the candidates, the fit starts from the even mix. The candidates are
+# scored with ``PRECISE_PROBES``, and the weights of the best few fitted in Adam steps. On the 120-breed default
+# without a reader, the slope keeps the main breed of 58 of 60 generated 70/30 mixes among its 24, and a cheaper fit
+# (fewer steps or probes) or screen loses main breeds, as did the breed head's or the latent Gaussians' best six
 # (docs/experiments.md, issue 25).
 SHORTLISTED_BREEDS = 24
 SCREEN_PROBES = 8
 PRECISE_PROBES = 32
 SCREENED_BREEDS = 6
 FIT_STEPS = 10
+READ_BREEDS = 6
+READER_FIT_STEPS = 0
 ROWS_PER_CALL = 128
+
+
+def _scores(model: DogModel, z: Tensor, conditions: Tensor, probes: int) -> Tensor:
+    """The prior's log-likelihood of z under each condition row, in calls of about ``ROWS_PER_CALL`` rows."""
+    scores = []
+    for chunk in conditions.split(max(1, ROWS_PER_CALL // probes)):
+        interrupt.check()
+        scores.append(model.prior.log_likelihood(z, chunk, probes))
+    return torch.cat(scores)
+
+
+def _candidates(model: DogModel, z: Tensor, max_breeds: int) -> tuple[Tensor, Tensor | None]:
+    """The breeds worth a precise score, and the weights the fit may start from (None: the even mix)."""
+    n = model.n_breeds
+    reader = getattr(model.prior, "reader", None)
+    if reader is not None:
+        with torch.no_grad():
+            read = reader.weights(z[None])[0]
+        return read.topk(min(max(READ_BREEDS, max_breeds), n)).indices, read
+    even = torch.full((n,), 1 / n, device=z.device, requires_grad=True)
+    (slope,) = torch.autograd.grad(model.prior.log_likelihood(z, even[None], SCREEN_PROBES)[0], even)
+    shortlist = slope.topk(min(max(SHORTLISTED_BREEDS, max_breeds), n)).indices
+    with torch.no_grad():
+        quick = _scores(model, z, torch.eye(n, device=z.device)[shortlist], SCREEN_PROBES)
+    return shortlist[quick.topk(min(max(SCREENED_BREEDS, max_breeds), len(shortlist))).indices], None
 
 
 def ancestry_weights(
     model: DogModel,
     z: Tensor,
     max_breeds: int = 3,
-    steps: int = FIT_STEPS,
+    steps: int | None = None,
     sampling: SamplerSettings | None = None,
 ) -> Tensor:
     """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, that best explain one latent z (d,).
 
     Maximum likelihood under the prior the samples and mixes come from (``prior.log_likelihood``; for the diffusion
-    prior, its negative denoising error): the breeds whose weight the likelihood rises fastest with at the even mix
-    of all are shortlisted, screened on their own condition with ``SCREEN_PROBES`` probes, the ``SCREENED_BREEDS``
-    best scored with ``PRECISE_PROBES``, the ``max_breeds`` best of those are the support, and the weights on it
-    maximise the likelihood of the mixed condition as ``sampling`` (default the model's) scales it for its mixes
-    (``steps`` Adam steps from the even mix).
-    Deterministic: fixed start, fixed number of steps, fixed probe noise.
+    prior, its negative denoising error): candidate breeds (the mix reader's likeliest, or those the likelihood's
+    slope and a quick screen rank best) are scored with ``PRECISE_PROBES``, the ``max_breeds`` best of those are the
+    support, and the weights on it maximise the likelihood of the mixed condition as ``sampling`` (default the
+    model's) scales it for its mixes (``steps`` Adam steps, default ``READER_FIT_STEPS`` from the reader's weights or
+    ``FIT_STEPS`` from the even mix). Deterministic: fixed start, fixed number of steps, fixed probe noise.
     """
     if max_breeds < 1:
         raise LatentOpError("max_breeds must be at least 1")
     n = model.n_breeds
     z = z.to(model.device)
-    eye = torch.eye(n, device=z.device)
     with torch.enable_grad(), torch.inference_mode(False):
         z = z.clone()  # an ordinary tensor, even when made in inference mode
-        even = torch.full((n,), 1 / n, device=z.device, requires_grad=True)
-        (slope,) = torch.autograd.grad(model.prior.log_likelihood(z, even[None], SCREEN_PROBES)[0], even)
-        shortlist = slope.topk(min(max(SHORTLISTED_BREEDS, max_breeds), n)).indices
+        candidates, read = _candidates(model, z, max_breeds)
         with torch.no_grad():
-            quick = []
-            for chunk in shortlist.split(max(1, ROWS_PER_CALL // SCREEN_PROBES)):
-                interrupt.check()
-                quick.append(model.prior.log_likelihood(z, eye[chunk], SCREEN_PROBES))
-            screened = torch.cat(quick).topk(min(max(SCREENED_BREEDS, max_breeds), len(shortlist))).indices
-            candidates = shortlist[screened]
-            precise = []
-            for chunk in candidates.split(max(1, ROWS_PER_CALL // PRECISE_PROBES)):
-                interrupt.check()
-                precise.append(model.prior.log_likelihood(z, eye[chunk], PRECISE_PROBES))
-        support = candidates[torch.cat(precise).topk(min(max_breeds, len(candidates))).indices]
+            precise = _scores(model, z, torch.eye(n, device=z.device)[candidates], PRECISE_PROBES)
+        support = candidates[precise.topk(min(max_breeds, len(candidates))).indices]
         keep = torch.zeros(n, dtype=torch.bool, device=z.device)
         keep[support] = True
-        start = keep.float() / keep.sum()
+        start = keep.float() if read is None else torch.where(keep, read, torch.zeros_like(read))
+        if steps is None:
+            steps = FIT_STEPS if read is None else READER_FIT_STEPS
         # Scored on the condition the sampler draws this mix from (``mix_strength``), so the answer is the mix
         # whose dogs look like this one.
         strength = (sampling or model.sampling).mix_strength
         w = _maximise_on_simplex(
             lambda w: model.prior.log_likelihood(z, sampler.mix_condition(w[None], strength), PRECISE_PROBES)[0],
             keep,
-            start,
+            start / start.sum(),
             steps,
             lr=0.3,
         )
@@ -339,7 +356,7 @@ def ancestry(
     model: DogModel,
     image: Tensor,
     max_breeds: int = 3,
-    steps: int = FIT_STEPS,
+    steps: int | None = None,
     sampling: SamplerSettings | None = None,
 ) -> Ancestry:
     """Which mix of known breeds best explains one photo (1, 3, S, S)? See :func:`ancestry_weights`; the dog of the

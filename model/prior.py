@@ -10,8 +10,9 @@ A prior answers three questions, and nothing outside this file asks which prior 
 
 ``GaussianPrior`` is the VAE's own per-breed Gaussians (``N(0, I)`` for the plain baseline, which never fits them):
 ``z = mean(w) + temperature * L(w) @ eps``. ``DiffusionPrior`` is a denoiser (``model/diffusion.py``) sampled by
-DDIM (``model/sampler.py``), optionally with an autoguidance guide and a distilled few-step student; its
-log-likelihood is the negative denoising error (the teacher's: the student only learnt the teacher's sampler).
+DDIM (``model/sampler.py``), optionally with an autoguidance guide, a distilled few-step student and a mix reader
+(``model/reader.py``: ancestry's shortlist); its log-likelihood is the negative denoising error (the teacher's: the
+student only learnt the teacher's sampler).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from model import sampler
 from model.autoencoder import BreedVAE
 from model.diffusion import LatentDiffusion
+from model.reader import MixReader
 from model.sampler import SamplerSettings
 
 
@@ -84,6 +86,7 @@ class DiffusionPrior:
     denoiser: LatentDiffusion
     guide: LatentDiffusion | None = None  # autoguidance: a weaker denoiser on the same standardised latents
     student: Student | None = None  # settings.distilled: the few-step sampler
+    reader: MixReader | None = None  # reads the weights of the sampler's own mixes from z (ancestry's shortlist)
     kind: str = "diffusion"
 
     def _student(self) -> Student:
@@ -115,6 +118,8 @@ class DiffusionPrior:
             modules["guide_prior"] = self.guide
         if self.student is not None:
             modules["student_prior"] = self.student.denoiser
+        if self.reader is not None:
+            modules["mix_reader"] = self.reader
         return modules
 
 

@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> Path:
         "best_step": best[1],
         "history": history,
     }
-    new_card = {k: card[k] for k in ("breeds", "data", "split", "loss_weights", "training_metrics") if k in card}
+    new_card = {
+        k: card[k] for k in ("breeds", "data", "split", "loss_weights", "training_metrics", "recipe") if k in card
+    }
     new_card |= {"stages": [*card.get("stages", []), stage], "git_commit": git_commit()}
     checkpoint.save(model, new_card, args.out)
 

@@ -27,6 +27,7 @@ COMMANDS = (
     "training",
     "training.prior",
     "training.distill",
+    "training.reader",
     "training.breed_head",
     "training.sampling",
     "training.evaluate",

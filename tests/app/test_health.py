@@ -13,7 +13,7 @@ def test_info_is_the_model_card(client: TestClient) -> None:
     assert info["resolution"] == 64 and info["latent_dim"] == 32 and info["device"] == "cpu"
     assert info["latent_prior"] == "diffusion" and info["sampling_steps"] == 4  # the tiny checkpoint's own
     assert info["guidance"] == 2.0 and info["eta"] == 0.0
-    assert info["guidance_rescale"] == 0.0 and info["output_scale"] == 1.0
+    assert info["guidance_rescale"] == 0.0 and info["output_scale"] == 1.0 and info["mix_strength"] == 0.0
     assert info["autoguidance"] is None  # no autoguidance guide attached
     assert "guidance_max_t" not in info and "discriminator_guidance" not in info  # removed knobs
     assert len(info["checkpoint_sha256"]) == 64

@@ -11,6 +11,7 @@ from model import checkpoint, latent_ops
 from model.autoencoder import BreedVAE, VAEConfig
 from model.latent_ops import LatentOpError
 from model.prior import DogModel, GaussianPrior
+from model.reader import MixReader, ReaderConfig
 
 
 @pytest.fixture(scope="module", params=["gaussian", "diffusion"])
@@ -147,3 +148,37 @@ def test_breeds_for_latent_is_bayes_over_the_breed_gaussians() -> None:
     ]
     log_probs = torch.stack([normal.log_prob(z) for normal in normals], dim=1)
     assert torch.allclose(latent_ops.breeds_for_latent(model, z), log_probs.softmax(1), atol=1e-5)
+
+
+def test_with_a_mix_reader_ancestry_scores_only_the_readers_likeliest_breeds() -> None:
+    """The reader replaces the slope and the screen: its READ_BREEDS likeliest breeds are the only ones scored,
+    precisely, and the fit starts from its weights."""
+    n = 20
+    vae = BreedVAE(VAEConfig(n_breeds=n, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
+    vae.prior_mean.copy_(3 * torch.randn(n, 16, generator=torch.Generator().manual_seed(1)))
+    calls: list[tuple[torch.Tensor, int]] = []
+
+    class Spy(GaussianPrior):
+        def log_likelihood(self, z: torch.Tensor, weights: torch.Tensor, probes: int = 32) -> torch.Tensor:
+            calls.append((weights.detach().clone(), probes))
+            return super().log_likelihood(z, weights, probes)
+
+    def reader_favouring(breeds: list[int]) -> MixReader:
+        reader = MixReader(ReaderConfig(channels=8), n, vae.cfg.latent_shape).eval()
+        with torch.no_grad():
+            read_out = reader.net[-1]
+            read_out.weight.zero_()
+            read_out.bias.fill_(-10.0)
+            read_out.bias[breeds] = 5.0
+        return reader
+
+    z = vae.prior_mean[7] + 0.1 * torch.randn(16)
+    prior = Spy(vae)
+    prior.reader = reader_favouring([1, 2, 3, 4, 5, 6])  # type: ignore[attr-defined]
+    found = latent_ops.ancestry_weights(DogModel(vae, prior), z, max_breeds=2, steps=3)
+    assert all(probes == latent_ops.PRECISE_PROBES for _, probes in calls)  # no slope, no screen
+    scored = torch.cat([w for w, _ in calls[:2]])  # 4 breeds a call at 32 probes
+    assert sorted(scored.argmax(1).tolist()) == [1, 2, 3, 4, 5, 6] and (scored.max(1).values == 1).all()
+    assert set(found.nonzero().flatten().tolist()) <= {1, 2, 3, 4, 5, 6}  # breed 7 never came up
+    prior.reader = reader_favouring([7, 2, 3, 4, 5, 6])  # type: ignore[attr-defined]
+    assert int(latent_ops.ancestry_weights(DogModel(vae, prior), z, max_breeds=2, steps=3).argmax()) == 7

@@ -86,20 +86,25 @@ def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> Non
 
 def test_the_default_recipe_names_every_stage_of_the_committed_checkpoint() -> None:
     stages = read_recipe(ROOT / "recipes" / "dogs120.toml")
-    assert [s.name for s in stages] == ["vae", "prior", "breed_head", "guide", "sampling", "evaluate"]
+    names = ["vae", "prior", "breed_head", "guide", "sampling", "student", "reader", "evaluate"]
+    assert [s.name for s in stages] == names
     card = checkpoint.read_card(ROOT / "checkpoints" / "dogs120")
+    # mix_strength was set by a second, single-candidate sampling stage (the recipe's comment says so).
     assert [s["command"] for s in card["stages"]] == [
-        "training", "training.prior", "training.breed_head", "training.sampling"
+        "training", "training.prior", "training.breed_head", "training.sampling", "training.sampling",
+        "training.distill", "training.reader",
     ]  # fmt: skip
+    assert card["stages"][4]["rows"] == [] and card["stages"][4]["chosen"]["mix_strength"] == 2
     candidates = {
         name: [float(v) for v in values.split(",")]
         for name, values in (a.split("=") for a in next(s for s in stages if s.name == "sampling").args["set"])
     }
-    assert all(card["sampling"][name] in values for name, values in candidates.items())
-    rows = card["stages"][-1]["rows"]  # one per candidate; the lowest FID was kept
-    assert len(rows) == 4 and card["stages"][-1]["chosen"] == card["sampling"]
+    teacher = {k: v for k, v in card["sampling"].items() if k != "distilled"}
+    assert all(teacher[name] in values for name, values in candidates.items())
+    rows = card["stages"][3]["rows"]  # one per candidate; the lowest FID was kept
+    assert len(rows) == 4
     best = min(rows, key=lambda r: r["fid_prior_samples"])
-    assert best["sampling"] == card["sampling"]
+    assert all(best["sampling"][k] == v for k, v in teacher.items() if k != "mix_strength")
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda p: p.name)

@@ -43,6 +43,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         output_scale=sampling.output_scale if diffusion else None,
         eta=sampling.eta if diffusion else None,
         autoguidance=sampling.autoguidance if service.model.has_guide else None,
+        mix_strength=sampling.mix_strength if diffusion else None,
         distilled=sampling.distilled if service.model.has_student else None,
         device=str(service.device),
         checkpoint=settings.checkpoint.name,
