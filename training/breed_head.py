@@ -35,6 +35,7 @@ from training.common import (
     git_commit,
     load_resume_state,
     lr_at,
+    next_card,
     resolve_device,
     save_resume_state,
     set_threads,
@@ -206,9 +207,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     stage = {"command": "training.breed_head", "args": command_args(args), "git_commit": git_commit()}
     history = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
-    new_card = {k: card[k] for k in ("breeds", "data", "split", "loss_weights", "training_metrics") if k in card}
-    new_card |= {"stages": [*card.get("stages", []), stage | {"history": history}], "git_commit": git_commit()}
-    checkpoint.save(model, new_card, out)
+    checkpoint.save(model, next_card(card, stage | {"history": history}), out)
     print(f"wrote {out} (the held-out top-1 of the last epoch: {history[-1]['held_out_top1']:.3f})", flush=True)
     return out
 

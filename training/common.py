@@ -56,6 +56,17 @@ def command_args(args: Any) -> dict[str, Any]:
     return {k: plain(v) for k, v in vars(args).items()}
 
 
+# What a later stage's card keeps of its source's: the data and its split, the first stage's losses and metrics.
+CARRIED_CARD_KEYS = ("breeds", "data", "split", "loss_weights", "training_metrics", "recipe")
+
+
+def next_card(card: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    """The card of a checkpoint a stage made from one with ``card``: the carried keys, and ``stage`` appended to the
+    stages (the evaluation is dropped: it was measured on the source)."""
+    kept = {k: card[k] for k in CARRIED_CARD_KEYS if k in card}
+    return kept | {"stages": [*card.get("stages", []), stage], "git_commit": git_commit()}
+
+
 def lr_at(step: int, total: int, base: float, warmup: int = 300) -> float:
     """Linear warm-up then cosine decay to 10 % of the base rate."""
     if step < warmup:

@@ -39,6 +39,7 @@ from training.common import (
     git_commit,
     load_resume_state,
     lr_at,
+    next_card,
     resolve_device,
     save_resume_state,
     set_threads,
@@ -240,11 +241,7 @@ def main(argv: list[str] | None = None) -> Path:
         "best_step": best[1],
         "history": history,
     }
-    new_card = {
-        k: card[k] for k in ("breeds", "data", "split", "loss_weights", "training_metrics", "recipe") if k in card
-    }
-    new_card |= {"stages": [*card.get("stages", []), stage], "git_commit": git_commit()}
-    checkpoint.save(model, new_card, args.out)
+    checkpoint.save(model, next_card(card, stage), args.out)
 
     breeds = [b["name"] for b in card["breeds"]]
     shown = list(range(min(n_breeds, 8)))

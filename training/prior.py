@@ -47,6 +47,7 @@ from training.common import (
     git_commit,
     load_resume_state,
     lr_at,
+    next_card,
     posterior_means,
     resolve_device,
     save_resume_state,
@@ -251,11 +252,7 @@ def main(argv: list[str] | None = None) -> Path:
         """Write the checkpoint with the best averaged weights so far; training goes on from its own."""
         own = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
         denoiser.load_state_dict(best[2])
-        new_card = {k: card[k] for k in ("breeds", "data", "split", "loss_weights", "training_metrics") if k in card}
-        new_card |= {
-            "stages": [*card.get("stages", []), stage | {"best_step": best_step, "history": history}],
-            "git_commit": git_commit(),
-        }
+        new_card = next_card(card, stage | {"best_step": best_step, "history": history})
         checkpoint.save(model, new_card, args.out)
         denoiser.load_state_dict(own)
 

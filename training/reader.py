@@ -33,7 +33,7 @@ from tqdm import tqdm
 from model import checkpoint, latent_ops
 from model.prior import DiffusionPrior, DogModel
 from model.reader import MixReader, ReaderConfig
-from training.common import command_args, git_commit, lr_at, resolve_device, set_threads
+from training.common import command_args, git_commit, lr_at, next_card, resolve_device, set_threads
 
 MIXES_FILE = "reader-mixes.safetensors"
 
@@ -184,11 +184,7 @@ def main(argv: list[str] | None = None) -> Path:
     reader.eval().requires_grad_(False)
     model = DogModel(source.vae, replace(prior, reader=reader), source.sampling)
     stage = {"command": "training.reader", "args": command_args(args), "git_commit": git_commit(), "history": history}
-    new_card = {
-        k: card[k] for k in ("breeds", "data", "split", "loss_weights", "training_metrics", "recipe") if k in card
-    }
-    new_card |= {"stages": [*card.get("stages", []), stage], "git_commit": git_commit()}
-    checkpoint.save(model, new_card, args.out)
+    checkpoint.save(model, next_card(card, stage), args.out)
     last = history[-1]
     print(
         f"wrote {args.out}: on {len(z) // 10} held-out mixes the reader's likeliest breed is the largest share of "

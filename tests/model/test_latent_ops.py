@@ -107,6 +107,18 @@ def test_ancestry_recovers_the_largest_component_of_a_known_mix() -> None:
         assert typical > 0.01 and distance < 2  # the found mix explains its own sample
 
 
+class SpyPrior(GaussianPrior):
+    """The latent Gaussians, recording every likelihood call's conditions and probes in ``calls``."""
+
+    def __init__(self, vae: BreedVAE, calls: list[tuple[torch.Tensor, int]]) -> None:
+        super().__init__(vae)
+        self.calls = calls
+
+    def log_likelihood(self, z: torch.Tensor, weights: torch.Tensor, probes: int = 32) -> torch.Tensor:
+        self.calls.append((weights.detach().clone(), probes))
+        return super().log_likelihood(z, weights, probes)
+
+
 def test_ancestry_shortlists_by_the_slope_then_screens_then_scores_only_the_best_precisely() -> None:
     """One call at the even mix of every breed (its slope shortlists SHORTLISTED_BREEDS), those screened with
     SCREEN_PROBES probes, the SCREENED_BREEDS best scored with PRECISE_PROBES, the support taken from those."""
@@ -114,13 +126,7 @@ def test_ancestry_shortlists_by_the_slope_then_screens_then_scores_only_the_best
     vae = BreedVAE(VAEConfig(n_breeds=n, latent_dim=16, channels=(8, 8), classifier_channels=(8,), image_size=16))
     vae.prior_mean.copy_(3 * torch.randn(n, 16, generator=torch.Generator().manual_seed(1)))
     calls: list[tuple[torch.Tensor, int]] = []
-
-    class Spy(GaussianPrior):
-        def log_likelihood(self, z: torch.Tensor, weights: torch.Tensor, probes: int = 32) -> torch.Tensor:
-            calls.append((weights.detach().clone(), probes))
-            return super().log_likelihood(z, weights, probes)
-
-    model = DogModel(vae, Spy(vae))
+    model = DogModel(vae, SpyPrior(vae, calls))
     z = vae.prior_mean[7] + 0.1 * torch.randn(16)
     found = latent_ops.ancestry_weights(model, z, max_breeds=2, steps=3)
     (even, probes), *rest = calls
@@ -158,11 +164,6 @@ def test_with_a_mix_reader_ancestry_scores_only_the_readers_likeliest_breeds() -
     vae.prior_mean.copy_(3 * torch.randn(n, 16, generator=torch.Generator().manual_seed(1)))
     calls: list[tuple[torch.Tensor, int]] = []
 
-    class Spy(GaussianPrior):
-        def log_likelihood(self, z: torch.Tensor, weights: torch.Tensor, probes: int = 32) -> torch.Tensor:
-            calls.append((weights.detach().clone(), probes))
-            return super().log_likelihood(z, weights, probes)
-
     def reader_favouring(breeds: list[int]) -> MixReader:
         reader = MixReader(ReaderConfig(channels=8), n, vae.cfg.latent_shape).eval()
         with torch.no_grad():
@@ -173,7 +174,7 @@ def test_with_a_mix_reader_ancestry_scores_only_the_readers_likeliest_breeds() -
         return reader
 
     z = vae.prior_mean[7] + 0.1 * torch.randn(16)
-    prior = Spy(vae)
+    prior = SpyPrior(vae, calls)
     prior.reader = reader_favouring([1, 2, 3, 4, 5, 6])  # type: ignore[attr-defined]
     found = latent_ops.ancestry_weights(DogModel(vae, prior), z, max_breeds=2, steps=3)
     assert all(probes == latent_ops.PRECISE_PROBES for _, probes in calls)  # no slope, no screen
