@@ -189,26 +189,35 @@ def mix_fidelity(
     """Whether mixes carry their parents, by the breed head's judgement of the mixed dogs: of 50/50 mixes of
     ``pairs`` random breed pairs x ``seeds`` seeds, the share with both parents among the head's top 3
     (``both_parents_top3``); of 70/30 mixes, the share in which it rates the 70 % parent above the 30 % one
-    (``major_parent_first``)."""
+    (``major_parent_first``). For scale, ``pure_parents_top3``: the share of those pairs and seeds whose two pure
+    dogs, a's and b's from the same noise, each have their own breed among the head's top 3; a mix that showed
+    both parents as plainly as their pure dogs do would score about that."""
     chosen = breed_pairs(model.n_breeds, pairs, seed)
     rows = torch.arange(len(chosen)).repeat_interleave(seeds)
     a, b = chosen[rows, 0], chosen[rows, 1]
-    result: dict[str, Any] = {"pairs": len(chosen), "seeds": seeds}
-    for share in (0.5, 0.7):
-        z, weights = mix_grid_latents(model, chosen, share, seeds, seed, sampling)
+
+    def judged(pairs_of: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's probabilities for "share of the first, the rest the second" of every pair, and its top 3."""
+        z, weights = mix_grid_latents(model, pairs_of, share, seeds, seed, sampling)
         probs = torch.cat(
             [
                 latent_ops.breed_probabilities(model, latent_ops.decode(model, z[i : i + 256], weights[i : i + 256]))
                 for i in range(0, len(z), 256)
             ]
         )
-        if share == 0.5:
-            top3 = probs.topk(min(3, model.n_breeds), dim=1).indices
-            both = (top3 == a[:, None]).any(1) & (top3 == b[:, None]).any(1)
-            result["both_parents_top3"] = float(both.float().mean())
-        else:
-            dogs = torch.arange(len(probs))
-            result["major_parent_first"] = float((probs[dogs, a] > probs[dogs, b]).float().mean())
+        return probs, probs.topk(min(3, model.n_breeds), dim=1).indices
+
+    def holds(top: torch.Tensor, breed: torch.Tensor) -> torch.Tensor:
+        return (top == breed[:, None]).any(1)
+
+    result: dict[str, Any] = {"pairs": len(chosen), "seeds": seeds}
+    _, even = judged(chosen, 0.5)
+    result["both_parents_top3"] = float((holds(even, a) & holds(even, b)).float().mean())
+    probs, _ = judged(chosen, 0.7)
+    dogs = torch.arange(len(probs))
+    result["major_parent_first"] = float((probs[dogs, a] > probs[dogs, b]).float().mean())
+    (_, pure_a), (_, pure_b) = judged(chosen, 1.0), judged(chosen.flip(1), 1.0)
+    result["pure_parents_top3"] = float((holds(pure_a, a) & holds(pure_b, b)).float().mean())
     return result
 
 
@@ -332,6 +341,7 @@ def evaluate(
     mixes = mix_fidelity(model, seed=seed)
     metrics["mix_both_parents_top3"] = mixes["both_parents_top3"]
     metrics["mix_major_parent_first"] = mixes["major_parent_first"]
+    metrics["mix_pure_parents_top3"] = mixes["pure_parents_top3"]
 
     if fid_samples > 0:
         fid = FID(dev)

@@ -83,7 +83,8 @@ def test_mix_fidelity_scores_what_the_breed_head_sees(
     tiny_diffusion_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a "decoder" that shows the requested weights and a "breed head" that reads them back, every mix carries
-    both parents and the larger share ranks first; one that shows only the smaller share never ranks it first."""
+    both parents and the larger share ranks first; one that shows only the smaller share never ranks it first; the
+    pure parents' score counts pairs whose two pure dogs are each recognised."""
     import torch
 
     from model import checkpoint, latent_ops
@@ -103,6 +104,24 @@ def test_mix_fidelity_scores_what_the_breed_head_sees(
 
     monkeypatch.setattr(latent_ops, "decode", minor_parent)
     assert ev.mix_fidelity(model, pairs=3, seeds=1)["major_parent_first"] == 0.0
+
+    # Two decoy breeds the head always rates 0.6, so a top 3 holds one real breed at most: a 50/50 mix (0.5 each)
+    # never shows both parents, while pure dogs (1.0) are still recognised, unless they all look like breed 0.
+    def with_decoys(model, images):  # type: ignore[no-untyped-def]
+        return torch.cat([images, torch.full((len(images), 2), 0.6)], 1)
+
+    monkeypatch.setattr(latent_ops, "breed_probabilities", with_decoys)
+    monkeypatch.setattr(latent_ops, "decode", lambda model, z, weights: weights.clone())
+    decoyed = ev.mix_fidelity(model, pairs=3, seeds=1)
+    assert decoyed["both_parents_top3"] == 0.0 and decoyed["pure_parents_top3"] == 1.0
+
+    def always_the_first_breed(model, z, weights):  # type: ignore[no-untyped-def]
+        shown = torch.zeros_like(weights)
+        shown[:, 0] = 1.0
+        return shown
+
+    monkeypatch.setattr(latent_ops, "decode", always_the_first_breed)
+    assert ev.mix_fidelity(model, pairs=3, seeds=1)["pure_parents_top3"] == 0.0  # a pair's two breeds differ
 
 
 def test_mixes_only_compares_sampler_settings_and_draws_the_pairs(
