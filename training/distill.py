@@ -4,16 +4,15 @@
         ../shared/dogs --out runs/dogs120/student
 
 The teacher is the checkpoint's sampler at ``2 x --student-steps`` deterministic DDIM steps with its guidance
-settings (classifier-free guidance, its rescale, autoguidance): 2 or 3 denoiser passes a step. The student, a copy of
-the teacher's denoiser to start with (or the checkpoint's own student: ``--continue-student``), learns to take in one
-unguided pass what two teacher steps do (``training.losses.distillation_loss``), on the same training latents as the
-prior (the card's split). Every
-``--log-every`` steps it is scored by how far its samples land from the teacher's from the same noise (the mean
-squared difference of standardised latents over a fixed set of breeds, mixes and seeds), and the best averaged
-weights are kept. The written checkpoint samples with the student by default (``distilled``); the teacher stays in
-it for ``distilled=false`` and for ancestry. Writes ``distill-metrics.jsonl`` and ``figures/student-vs-teacher.png``
-(per row one breed: the teacher's dogs, then the student's from the same seeds). Resumable (``--resume``) from its
-last check, like ``python -m training.prior``.
+settings (classifier-free guidance, its rescale, autoguidance): 2 or 3 denoiser passes a step. The student, a copy
+of the teacher's denoiser to start with (or the checkpoint's own student: ``--continue-student``), learns to take in
+one unguided pass what two teacher steps do (``training.losses.distillation_loss``), on the same training latents as
+the prior (the card's split). Every ``--log-every`` steps it is scored by how far its samples land from the
+teacher's from the same noise (the mean squared difference of standardised latents over a fixed set of breeds, mixes
+and seeds), and the best averaged weights are kept. The written checkpoint samples with the student by default
+(``distilled``); the teacher stays in it for ``distilled=false`` and for ancestry. Writes ``distill-metrics.jsonl``
+and ``figures/student-vs-teacher.png`` (per row one breed: the teacher's dogs, then the student's from the same
+seeds). Resumable (``--resume``) from its last check, like ``python -m training.prior``.
 """
 
 from __future__ import annotations
