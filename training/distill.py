@@ -4,15 +4,15 @@
         ../shared/dogs --out runs/dogs120/student
 
 The teacher is the checkpoint's sampler at ``2 x --student-steps`` deterministic DDIM steps with its guidance
-settings (classifier-free guidance, its rescale, autoguidance): 2 or 3 denoiser passes a step. The student, a copy
-of the teacher's denoiser to start with (or the checkpoint's own student: ``--continue-student``), learns to take in
-one unguided pass what two teacher steps do (``training.losses.distillation_loss``), on the same training latents as
-the prior (the card's split). Every ``--log-every`` steps it is scored by how far its samples land from the
-teacher's from the same noise (the mean squared difference of standardised latents over a fixed set of breeds, mixes
-and seeds), and the best averaged weights are kept. The written checkpoint samples with the student by default
-(``distilled``); the teacher stays in it for ``distilled=false`` and for ancestry. Writes ``distill-metrics.jsonl``
-and ``figures/student-vs-teacher.png`` (per row one breed: the teacher's dogs, then the student's from the same
-seeds). Resumable (``--resume``) from its last check, like ``python -m training.prior``.
+settings (classifier-free guidance, its rescale, autoguidance): 2 or 3 denoiser passes a step. The student, a copy of
+the teacher's denoiser to start with, learns to take in one unguided pass what two teacher steps do
+(``training.losses.distillation_loss``), on the same training latents as the prior (the card's split). Every
+``--log-every`` steps it is scored by how far its samples land from the teacher's from the same noise (the mean
+squared difference of standardised latents over a fixed set of breeds, mixes and seeds), and the best averaged
+weights are kept. The written checkpoint samples with the student by default (``distilled``); the teacher stays in
+it for ``distilled=false`` and for ancestry. Writes ``distill-metrics.jsonl`` and ``figures/student-vs-teacher.png``
+(per row one breed: the teacher's dogs, then the student's from the same seeds). Resumable (``--resume``) from its
+last check, like ``python -m training.prior``.
 """
 
 from __future__ import annotations
@@ -58,11 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, nargs="+", required=True, help="the data folders it was trained on")
     p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint")
     p.add_argument("--student-steps", type=int, default=4, help="denoiser passes per dog of the student")
-    p.add_argument(
-        "--continue-student",
-        action="store_true",
-        help="start from --init-from's own student (its steps and teacher) instead of a copy of the teacher",
-    )
     p.add_argument("--steps", type=int, default=1500, help="training steps")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-4)
@@ -86,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # What makes two invocations the same run (a resumed one may change the device, threads and where it stops).
-RUN_ARGS = ("init_from", "student_steps", "continue_student", "steps", "batch_size", "lr", "ema", "log_every", "seed")
+RUN_ARGS = ("init_from", "student_steps", "steps", "batch_size", "lr", "ema", "log_every", "seed")
 
 
 def training_conditions(breeds: torch.Tensor, n_breeds: int, generator: torch.Generator) -> torch.Tensor:
@@ -133,15 +128,7 @@ def main(argv: list[str] | None = None) -> Path:
     if teaching.autoguidance != 1.0 and guide is None:
         raise SystemExit(f"{args.init_from}'s sampler uses autoguidance but it has no guide")
     torch.manual_seed(args.seed)
-    if args.continue_student:
-        if prior.student is None:
-            raise SystemExit(f"--continue-student: {args.init_from} has no student; leave the flag out")
-        if prior.student.steps != args.student_steps or prior.student.teacher != teaching:
-            raise SystemExit(
-                f"--continue-student: {args.init_from}'s student takes {prior.student.steps} steps after "
-                f"{prior.student.teacher}; this run would teach {args.student_steps} after {teaching}"
-            )
-    student = copy.deepcopy(prior.student.denoiser if args.continue_student else teacher).train()
+    student = copy.deepcopy(teacher).train()
     for module in (teacher, *([guide] if guide else [])):
         module.eval().requires_grad_(False)
     with torch.no_grad():
@@ -156,8 +143,7 @@ def main(argv: list[str] | None = None) -> Path:
     before = distance_to_teacher(Student(student, args.student_steps, teaching), teacher_latents, noise, weights)
     print(
         f"{len(train_z)} training latents; teacher: {teaching.steps} steps at guidance {teaching.guidance:g}; "
-        f"the {'continued student' if args.continue_student else 'undistilled copy'} at {args.student_steps} steps "
-        f"lands {before:.4g} from it",
+        f"the undistilled copy at {args.student_steps} steps lands {before:.4g} from it",
         flush=True,
     )
     opt = torch.optim.Adam(student.parameters(), lr=args.lr)
@@ -268,7 +254,7 @@ def main(argv: list[str] | None = None) -> Path:
     labelled_rows(torch.cat(rows), labels, columns=4).save(args.out / "figures" / "student-vs-teacher.png")
     print(
         f"wrote {args.out}: kept step {best[1]}; the student's {args.student_steps}-step samples land "
-        f"{best[0]:.4g} from the teacher's {teaching.steps}-step ones (at the start: {before:.4g})",
+        f"{best[0]:.4g} from the teacher's {teaching.steps}-step ones (the undistilled copy: {before:.4g})",
         flush=True,
     )
     return args.out

@@ -93,29 +93,3 @@ def test_a_stopped_distillation_resumes_where_the_uninterrupted_run_would_be(
         distill([*args, "--out", str(tmp_path / "split"), "--resume", "--lr", "0.5"])
     with pytest.raises(SystemExit, match="no resume.json"):
         distill([*args, "--out", str(tmp_path / "fresh"), "--resume"])
-
-
-def test_a_continued_student_starts_where_the_checkpoints_student_stands(
-    tmp_path: Path, distilled_checkpoint: Path, tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path
-) -> None:
-    from training.distill import main as distill
-
-    args = [
-        "--data", str(folders_data), "--student-steps", "2", "--steps", "4", "--batch-size", "8", "--log-every", "4",
-        "--lr", "1e-4", "--cache-dir", str(cache_dir), "--no-progress",
-    ]  # fmt: skip
-    distill(["--init-from", str(distilled_checkpoint), "--continue-student", *args, "--out", str(tmp_path / "more")])
-    _, first = checkpoint.load(distilled_checkpoint)
-    _, more = checkpoint.load(tmp_path / "more")
-    first_run = first["stages"][-1]
-    start = more["stages"][-1]["history"][0]["distance_to_teacher"]
-    kept = min(e["distance_to_teacher"] for e in first_run["history"])
-    assert start == pytest.approx(kept, rel=1e-4)  # the kept student, not a fresh copy of the teacher
-    assert start < first_run["history"][0]["distance_to_teacher"]
-    with pytest.raises(SystemExit, match="has no student"):
-        distill(
-            ["--init-from", str(tiny_diffusion_checkpoint), "--continue-student", *args, "--out", str(tmp_path / "x")]
-        )
-    with pytest.raises(SystemExit, match="takes 2 steps"):
-        distill(["--init-from", str(distilled_checkpoint), "--continue-student", *args[:2], "--student-steps", "3",
-                 *args[4:], "--out", str(tmp_path / "y")])  # fmt: skip
