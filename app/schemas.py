@@ -28,8 +28,20 @@ class BreedProbability(BaseModel):
     probability: float = Field(ge=0, le=1)
 
 
+DOG_PROBABILITY = (
+    "how much the pretrained trunk's ImageNet classifier sees a dog in the photo (its probability mass on dog "
+    "classes): near 1 for dog photos, near 0 for a cat, a car or a drawing"
+)
+LOOKS_LIKE_A_DOG = (
+    "false when the dog probability is below the checkpoint's measured threshold: the breeds are then a guess"
+)
+
+
 class Identification(BaseModel):
-    breeds: list[BreedProbability] = Field(description="best first")
+    breeds: list[BreedProbability] = Field(description="best first; calibrated probabilities")
+    dog_probability: float = Field(ge=0, le=1, description=DOG_PROBABILITY)
+    looks_like_a_dog: bool = Field(description=LOOKS_LIKE_A_DOG)
+    note: str | None = Field(None, description="what to make of the answer, when it needs saying")
 
 
 class Encoding(BaseModel):
@@ -163,6 +175,11 @@ class Info(BaseModel):
         description="whether samples and mixes are drawn by the distilled few-step student instead of the guided "
         "sampler above, which it imitates (null: the checkpoint has no student; VAE_DOGS_DISTILLED)"
     )
+    identifier: dict | None = Field(
+        description="the breed identifier of photos: a linear head on the pretrained EfficientNet-Lite0 trunk "
+        "(ImageNet), the side it reads photos at, its temperature and the dog-probability threshold (null: the "
+        "VAE's own breed head identifies)"
+    )
     device: str
     checkpoint: str = Field(description="the checkpoint folder's name (VAE_DOGS_CHECKPOINT)")
     checkpoint_sha256: str = Field(description="SHA-256 of model.safetensors")
@@ -196,6 +213,9 @@ class AncestryFit(BaseModel):
 class AncestryResult(BaseModel):
     composition: list[BreedWeight] = Field(description="largest first; weights sum to 1")
     fit: AncestryFit
+    dog_probability: float = Field(ge=0, le=1, description=DOG_PROBABILITY)
+    looks_like_a_dog: bool = Field(description=LOOKS_LIKE_A_DOG.replace("breeds are", "composition is"))
+    note: str | None = Field(None, description="what to make of the answer, when it needs saying")
 
 
 class MorphEnd(BaseModel):

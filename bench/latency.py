@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.latency --requests 50 --checkpoint runs/dogs120/sampling
 
 Prints a Markdown table of p50/p99 in milliseconds (sequential requests, one client: latency, not
-throughput). The photo for /identify is synthetic, so no data set is needed.
+throughput) and the HTTP server's resident memory after its requests. The photo for /identify is synthetic, so no
+data set is needed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from bench.load import rss_mib
 from bench.server import ROOT, running_server
 
 
@@ -73,6 +75,7 @@ def main() -> None:
 
     with running_server(args.checkpoint) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         over_http = measure(client, args.requests)
+        rss = rss_mib(server.pid)
 
     print(
         f"checkpoint {args.checkpoint}, {args.requests} sequential requests per endpoint, {os.cpu_count()} CPU cores\n"
@@ -82,6 +85,7 @@ def main() -> None:
     for name in in_process:
         (ip50, ip99), (h50, h99) = in_process[name], over_http[name]
         print(f"| `{name}` | {ip50:.1f} ms | {ip99:.1f} ms | {h50:.1f} ms | {h99:.1f} ms |")
+    print(f"\nthe uvicorn server's resident memory after its requests: {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The card holds the architecture config (``config``: the VAE; ``prior``: its kind, the denoiser's and the guide's
 architecture, a distilled student's with its steps and teacher settings, a mix reader's), the sampler settings
-(``sampling``), the ordered breed list with photo counts, the split recipe and held-out ids, training and evaluation
+(``sampling``), the breed identifier's settings (``identifier``; its trunk comes from its package, its head is in the
+weights), the ordered breed list with photo counts, the split recipe and held-out ids, training and evaluation
 metrics, torch version, git commit and the SHA-256 of the weights, which :func:`load` verifies. Every write goes to a
 temporary file that is then renamed over the target, so a killed run never leaves a half-written checkpoint.
 """
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from model.autoencoder import BreedVAE, VAEConfig
 from model.diffusion import DiffusionConfig, LatentDiffusion
+from model.identifier import BreedIdentifier, IdentifierConfig
 from model.prior import DiffusionPrior, DogModel, GaussianPrior, LatentPrior, Student
 from model.reader import MixReader, ReaderConfig
 from model.sampler import SamplerSettings
@@ -102,6 +104,7 @@ def save(model: DogModel, card: dict[str, Any], folder: str | os.PathLike[str]) 
         "config": model.vae.cfg.to_dict(),
         "prior": prior_card(model.prior),
         "sampling": model.sampling.to_dict(),
+        "identifier": model.identifier.cfg.to_dict() if model.identifier is not None else None,
         "torch_version": torch.__version__,
         "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
     }
@@ -158,7 +161,8 @@ def build(card: dict[str, Any]) -> DogModel:
         prior = DiffusionPrior(denoiser, guide, student, reader)
     else:
         raise ValueError(f"unknown prior kind {spec['kind']!r} (known: gaussian, diffusion)")
-    return DogModel(vae, prior, SamplerSettings.from_dict(card["sampling"]))
+    identifier = BreedIdentifier(IdentifierConfig.from_dict(card["identifier"])) if card.get("identifier") else None
+    return DogModel(vae, prior, SamplerSettings.from_dict(card["sampling"]), identifier)
 
 
 def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[DogModel, dict[str, Any]]:
@@ -186,7 +190,7 @@ def load(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> 
 
 def load_weights(model: DogModel, state: dict[str, torch.Tensor]) -> None:
     """Every weight of ``model`` from one flat state dict (the layout of ``DogModel.state_dict``), strictly."""
-    parts = model.prior.modules()
+    parts = model.stored_parts()
     own = {k: v for k, v in state.items() if not k.startswith(tuple(f"{p}." for p in parts))}
     model.vae.load_state_dict(own)
     for prefix, module in parts.items():

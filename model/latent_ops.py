@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model import interrupt, sampler
+from model.identifier import PhotoReading
 from model.prior import DogModel
 from model.sampler import SamplerSettings
 
@@ -154,29 +155,58 @@ def at_side(images: Tensor, side: int) -> Tensor:
 
 
 @torch.inference_mode()
-def breed_probabilities(model: DogModel, images: Tensor) -> Tensor:
-    """q(y | x) averaged over the photo and its mirror image (test-time flip); images of any side are resized to
-    the side the breed head reads (``cfg.head_size``)."""
+def read_photos(model: DogModel, images: Tensor, head: str = "identifier") -> PhotoReading:
+    """What real photos show: calibrated breed probabilities and whether they look like a dog.
+
+    ``head="identifier"`` (the default) uses the checkpoint's breed identifier on the pretrained trunk where it has
+    one; ``"vae"`` the VAE's own breed head (trained from scratch; q(y | x) averaged over the photo and its mirror
+    image, no dog probability: every photo counts as a dog). Only real photos may be read with the identifier: its
+    trunk is ImageNet-trained and never scores a generated dog except as the evaluation's judge."""
+    if head == "identifier" and model.identifier is not None:
+        return model.identifier.read(images)
+    if head not in ("identifier", "vae"):
+        raise ValueError(f"unknown breed head {head!r} (identifier or vae)")
     vae = model.vae
     images = at_side(images.to(model.device), vae.cfg.head_size)
-    logits = vae.breed_logits(images).softmax(-1) + vae.breed_logits(images.flip(3)).softmax(-1)
-    return (logits / 2).cpu()
+    probs = (vae.breed_logits(images).softmax(-1) + vae.breed_logits(images.flip(3)).softmax(-1)) / 2
+    return PhotoReading(probs.cpu(), torch.ones(len(images)))
+
+
+def breed_probabilities(model: DogModel, images: Tensor, head: str = "identifier") -> Tensor:
+    """q(y | x) of photos of any side (see :func:`read_photos`)."""
+    return read_photos(model, images, head).breed_probabilities
+
+
+def dog_threshold(model: DogModel) -> float:
+    """The dog probability below which a photo is answered as not looking like a dog (0 without an identifier)."""
+    return model.identifier.cfg.dog_threshold if model.identifier is not None else 0.0
 
 
 @torch.inference_mode()
 def encode(model: DogModel, images: Tensor) -> Encoding:
     """(n, 3, S, S) images in [0, 1] -> posterior parameters and breed probabilities. Photos are best given at
-    ``cfg.photo_size``: the encoder reads them resized to ``cfg.image_size``, the breed head at ``cfg.head_size``."""
+    ``model.photo_size``: the encoder reads them resized to ``cfg.image_size``, the breed head at its own side."""
     mean, log_var = model.vae.encode(at_side(images.to(model.device), model.vae.cfg.image_size))
     return Encoding(mean.cpu(), log_var.cpu(), breed_probabilities(model, images))
 
 
-def identify(model: DogModel, images: Tensor, top_k: int = 5) -> list[list[tuple[int, float]]]:
-    """Best-first (breed index, probability) pairs per image."""
-    probs = breed_probabilities(model, images)
-    k = max(1, min(top_k, probs.shape[1]))
-    values, indices = probs.topk(k, dim=1)
-    return [list(zip(idx.tolist(), val.tolist(), strict=True)) for idx, val in zip(indices, values, strict=True)]
+@dataclass
+class Identification:
+    breeds: list[tuple[int, float]]  # best-first (breed index, probability)
+    dog_probability: float
+    looks_like_a_dog: bool
+
+
+def identify(model: DogModel, images: Tensor, top_k: int = 5) -> list[Identification]:
+    """Per photo: the best-first breeds and whether it looks like a dog at all."""
+    reading = read_photos(model, images)
+    k = max(1, min(top_k, reading.breed_probabilities.shape[1]))
+    values, indices = reading.breed_probabilities.topk(k, dim=1)
+    threshold = dog_threshold(model)
+    return [
+        Identification(list(zip(idx.tolist(), val.tolist(), strict=True)), float(dog), bool(dog >= threshold))
+        for idx, val, dog in zip(indices, values, reading.dog_probability, strict=True)
+    ]
 
 
 def reconstruct(model: DogModel, images: Tensor) -> Tensor:

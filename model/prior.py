@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from model import sampler
 from model.autoencoder import BreedVAE
 from model.diffusion import LatentDiffusion
+from model.identifier import BreedIdentifier
 from model.reader import MixReader
 from model.sampler import SamplerSettings
 
@@ -123,14 +124,19 @@ class DiffusionPrior:
         return modules
 
 
+IDENTIFIER_PREFIX = "identifier_head"
+
+
 @dataclass
 class DogModel:
-    """The served model: the VAE, the prior its latents are drawn from, and the checkpoint's sampler settings
-    (the default of every sampling call; a call may pass others)."""
+    """The served model: the VAE, the prior its latents are drawn from, the checkpoint's sampler settings (the
+    default of every sampling call; a call may pass others) and, where trained, the breed identifier of real photos
+    (otherwise the VAE's own breed head reads them)."""
 
     vae: BreedVAE
     prior: LatentPrior
     sampling: SamplerSettings = field(default_factory=SamplerSettings)
+    identifier: BreedIdentifier | None = None
 
     @property
     def device(self) -> torch.device:
@@ -139,6 +145,12 @@ class DogModel:
     @property
     def n_breeds(self) -> int:
         return self.vae.cfg.n_breeds
+
+    @property
+    def photo_size(self) -> int:
+        """The side an uploaded photo is best decoded at: the largest any part reads."""
+        side = self.vae.cfg.photo_size
+        return max(side, self.identifier.cfg.image_size) if self.identifier is not None else side
 
     @property
     def has_guide(self) -> bool:
@@ -150,19 +162,30 @@ class DogModel:
         """Whether ``distilled`` sampling can be used."""
         return getattr(self.prior, "student", None) is not None
 
+    def _modules(self) -> list[nn.Module]:
+        return [self.vae, *self.prior.modules().values(), *([self.identifier] if self.identifier is not None else [])]
+
     def to(self, device: str | torch.device) -> DogModel:
-        for module in (self.vae, *self.prior.modules().values()):
+        for module in self._modules():
             module.to(device)
         return self
 
     def eval(self) -> DogModel:
-        for module in (self.vae, *self.prior.modules().values()):
+        for module in self._modules():
             module.eval()
         return self
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Every weight, the prior's under its prefixes: the layout of ``model.safetensors``."""
+        """Every weight, the prior's and the identifier's head under their prefixes: the layout of
+        ``model.safetensors`` (the identifier's trunk is not stored: it comes from its package)."""
         state = dict(self.vae.state_dict())
-        for prefix, module in self.prior.modules().items():
+        for prefix, module in self.stored_parts().items():
             state |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
         return state
+
+    def stored_parts(self) -> dict[str, nn.Module]:
+        """The modules stored beside the VAE's weights, by their state-dict prefix."""
+        parts = dict(self.prior.modules())
+        if self.identifier is not None:
+            parts[IDENTIFIER_PREFIX] = self.identifier.head
+        return parts

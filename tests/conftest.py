@@ -173,3 +173,24 @@ def distilled_checkpoint(
         ]
     )  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def identifier_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path
+) -> Path:
+    """The tiny diffusion checkpoint with a breed identifier on the pretrained trunk (what the default has), read at
+    64 px to stay fast, then evaluated."""
+    from training.evaluate import evaluate
+    from training.identifier import main as train_identifier
+
+    out = tmp_path_factory.mktemp("tiny-identifier")
+    train_identifier(
+        [
+            "--init-from", str(tiny_diffusion_checkpoint), "--data", str(folders_data), "--out", str(out),
+            "--resolution", "64", "--views", "3", "--epochs", "30", "--batch-size", "16", "--lr", "1e-2",
+            "--calibration-share", "0.2", "--cache-dir", str(cache_dir), "--no-progress",
+        ]
+    )  # fmt: skip
+    evaluate(out, folders_data, fid_samples=0, cache_dir=cache_dir)
+    return out

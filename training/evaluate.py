@@ -14,10 +14,13 @@ field of ``model.sampler.SamplerSettings`` can be swept, the others stay the che
     python -m training.evaluate checkpoints/dogs64 --data ../shared/dogs --sweep guidance=4,5 eta=0,1 temperature=1,0.9
 
 Metrics: negative ELBO in bits per dimension (one z sample per photo, pixels discretised to 8 bits),
-reconstruction MSE and PSNR, breed identification top-1/top-5 and per breed, the breed head's accuracy
-on the model's own samples, and FID of prior samples (balanced over breeds) against held-out photos,
-with a real-vs-real floor (held-out vs as many training photos) for scale, and the FID of those training
-photos' reconstructions: the bound the decoder sets, which no prior can beat.
+reconstruction MSE and PSNR, breed identification (``training/identification.py``: top-1/top-5 and per breed on
+the held-out split, on ImageNet-validation photos apart, calibration with ``reliability.png``, "is it a dog" flags,
+the VAE's own head beside the identifier, and the top-1 on held-out photos shown at the samples' size), the share
+of the model's own samples in which the identifier (and the VAE's head) names the breed asked for, and FID of prior
+samples (balanced over breeds) against held-out photos, with a real-vs-real floor (held-out vs as many training
+photos) for scale, and the FID of those training photos' reconstructions: the bound the decoder sets, which no
+prior can beat.
 """
 
 from __future__ import annotations
@@ -50,31 +53,8 @@ from training.fid import (
     reconstruction_fid,
     training_reference,
 )
+from training.identification import PHOTO_SIZE, at_sample_size, identification_report, plot_reliability
 from training.losses import LossWeights, held_out_metrics
-
-
-def identification_metrics(
-    model: DogModel, pixels: np.ndarray, labels: torch.Tensor, breeds: list[str]
-) -> tuple[dict[str, Any], np.ndarray]:
-    probs = torch.cat(
-        [latent_ops.breed_probabilities(model, to_tensor(pixels[i : i + 256])) for i in range(0, len(pixels), 256)]
-    )
-    top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
-    top1_hit = top5[:, 0] == labels
-    top5_hit = (top5 == labels[:, None]).any(1)
-    confusion = np.zeros((len(breeds), len(breeds)), dtype=np.int64)
-    for true, pred in zip(labels.tolist(), top5[:, 0].tolist(), strict=True):
-        confusion[true, pred] += 1
-    per_breed = {
-        b: round(float(top1_hit[labels == i].float().mean()), 4) if (labels == i).any() else None
-        for i, b in enumerate(breeds)
-    }
-    return {
-        "identify_top1": float(top1_hit.float().mean()),
-        "identify_top5": float(top5_hit.float().mean()),
-        "identify_per_breed_top1": per_breed,
-        "identify_held_out_photos": len(labels),
-    }, confusion
 
 
 def plot_confusion(confusion: np.ndarray, breeds: list[str], path: Path) -> None:
@@ -309,14 +289,15 @@ def evaluate(
     metrics: dict[str, Any] = held_out_metrics(
         model.vae, LossWeights(**card.get("loss_weights", {})), val.pixels, labels, dev
     )
-    head_size = model.vae.cfg.head_size  # a breed head trained on larger photos reads them at its own size
-    head_pixels = (
-        val.pixels
-        if head_size == image_size
-        else held_out_photos(card, load_images(photos, head_size, cache_dir), data).pixels
-    )
-    ident, confusion = identification_metrics(model, head_pixels, labels, breeds)
+    photo_size = max(model.vae.cfg.head_size, PHOTO_SIZE)  # the breed heads read photos at their own side
+    all_photos = images if photo_size == image_size else load_images(photos, photo_size, cache_dir)
+    ident, reliability = identification_report(model, all_photos, val_ids, breeds)
+    confusion = ident.pop("confusion")
     metrics.update(ident)
+    metrics["identify_top1_at_sample_size"] = at_sample_size(
+        model, held_out_photos(card, all_photos, data).pixels, labels, image_size
+    )
+    plot_reliability(reliability, out / "reliability.png")
     # The same question answered in z alone, by Bayes' rule over the per-breed ex-post Gaussians.
     means = torch.cat(
         [latent_ops.encode(model, to_tensor(val.pixels[i : i + 256])).mean for i in range(0, len(val_ids), 256)]
@@ -336,7 +317,9 @@ def evaluate(
     ).save(out / "mixes.png")
 
     samples, sample_breeds = balanced_samples(model, max(fid_samples, len(breeds)), seed)
+    # The identifier judges the samples here, as an independent judge after the fact: never inside sampling.
     metrics["generated_breed_top1"] = recognised_share(model, samples, sample_breeds)
+    metrics["generated_breed_top1_vae_head"] = recognised_share(model, samples, sample_breeds, head="vae")
     metrics["ancestry_recovery_top1"] = ancestry_recovery(model, seed)["top1"]
     mixes = mix_fidelity(model, seed=seed)
     metrics["mix_both_parents_top3"] = mixes["both_parents_top3"]
@@ -364,7 +347,7 @@ def evaluate(
             }
         )
 
-    metrics["figures"] = ["confusion.png", "latent_map.png", "samples.png", "mixes.png"]
+    metrics["figures"] = ["confusion.png", "latent_map.png", "samples.png", "mixes.png", "reliability.png"]
     checkpoint.atomic_write_json(out / "metrics.json", metrics)
     if update_card:
         card_path = Path(checkpoint_dir) / checkpoint.CARD_FILE

@@ -29,6 +29,7 @@ COMMANDS = (
     "training.distill",
     "training.reader",
     "training.breed_head",
+    "training.identifier",
     "training.sampling",
     "training.evaluate",
 )

@@ -103,7 +103,7 @@ class ModelService:
     def warm_up(self) -> None:
         """A photo and a dog through the model, twice: the first calls are slow (allocation, kernel choice), and
         the second's times are the first cost estimates of the worker pool (unseen kinds cost a dog)."""
-        photo = torch.rand(1, 3, self.model.vae.cfg.photo_size, self.model.vae.cfg.photo_size)
+        photo = torch.rand(1, 3, self.model.photo_size, self.model.photo_size)
         weights = torch.ones(len(self.breeds))
         times = {}
         for kind, work in (

@@ -184,13 +184,15 @@ function photoForm(extra = {}) {
 async function analysePhoto() {
   photo = $("photo-file").files[0] || null;
   for (const id of ["identify-bars", "ancestry-bars"]) $(id).replaceChildren();
-  $("ancestry-fit").textContent = "";
+  $("ancestry-fit").textContent = $("identify-note").textContent = "";
   $("ancestry-image").hidden = $("transfer-image").hidden = true;
   $("transfer-button").disabled = true;
   if (!photo) return;
   const box = $("photo-error");
   const identified = await (await call("/identify?top_k=5", { method: "POST", body: photoForm() }, box)).json();
   drawBars($("identify-bars"), identified.breeds.map((b) => [b.breed, b.probability]));
+  // A cat, a car or a drawing still gets the nearest breeds: say plainly that they are no identification.
+  $("identify-note").textContent = identified.looks_like_a_dog ? "" : identified.note;
   $("transfer-button").disabled = false;
   const ancestry = await (await call("/ancestry?max_breeds=3", { method: "POST", body: photoForm() }, box)).json();
   drawBars($("ancestry-bars"), ancestry.composition.map((b) => [b.breed, b.weight]));

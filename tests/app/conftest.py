@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def client(tiny_diffusion_checkpoint: Path) -> Iterator[TestClient]:
-    """The real app (lifespan included) serving the tiny checkpoint with a diffusion prior, like the default."""
+def client(identifier_checkpoint: Path) -> Iterator[TestClient]:
+    """The real app (lifespan included) serving the tiny checkpoint with a diffusion prior and a breed identifier on
+    the pretrained trunk, like the default."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("VAE_DOGS_CHECKPOINT", str(tiny_diffusion_checkpoint))
+    mp.setenv("VAE_DOGS_CHECKPOINT", str(identifier_checkpoint))
     mp.setenv("VAE_DOGS_DEVICE", "cpu")
     mp.setenv("VAE_DOGS_MAX_UPLOAD_BYTES", str(200_000))
     get_settings.cache_clear()

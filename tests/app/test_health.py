@@ -19,6 +19,7 @@ def test_info_is_the_model_card(client: TestClient) -> None:
     assert len(info["checkpoint_sha256"]) == 64
     assert [b["name"] for b in info["breeds"]] == ["beagle", "gordon_setter", "samoyed"]
     assert "identify_top1" in info["evaluation"]
+    assert info["identifier"]["image_size"] == 64 and info["identifier"]["temperature"] > 0
 
 
 def test_docs_and_openapi(client: TestClient) -> None:
@@ -28,9 +29,9 @@ def test_docs_and_openapi(client: TestClient) -> None:
         assert path in paths
 
 
-def test_info_shows_no_path_of_the_machine(client: TestClient, tiny_diffusion_checkpoint) -> None:
+def test_info_shows_no_path_of_the_machine(client: TestClient, identifier_checkpoint) -> None:
     info = client.get("/info").json()
-    assert info["checkpoint"] == tiny_diffusion_checkpoint.name
+    assert info["checkpoint"] == identifier_checkpoint.name
     assert "/" not in client.get("/info").text.replace("/breeds", "")
 
 

@@ -86,13 +86,13 @@ def test_bad_recipes_are_refused(tmp_path: Path, text: str, message: str) -> Non
 
 def test_the_default_recipe_names_every_stage_of_the_committed_checkpoint() -> None:
     stages = read_recipe(ROOT / "recipes" / "dogs120.toml")
-    names = ["vae", "prior", "breed_head", "guide", "sampling", "student", "reader", "evaluate"]
+    names = ["vae", "prior", "breed_head", "guide", "sampling", "student", "reader", "identifier", "evaluate"]
     assert [s.name for s in stages] == names
     card = checkpoint.read_card(ROOT / "checkpoints" / "dogs120")
     # mix_strength was set by a second, single-candidate sampling stage (the recipe's comment says so).
     assert [s["command"] for s in card["stages"]] == [
         "training", "training.prior", "training.breed_head", "training.sampling", "training.sampling",
-        "training.distill", "training.reader",
+        "training.distill", "training.reader", "training.identifier",
     ]  # fmt: skip
     assert card["stages"][4]["rows"] == [] and card["stages"][4]["chosen"]["mix_strength"] == 2
     candidates = {

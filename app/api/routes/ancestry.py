@@ -7,7 +7,7 @@ import json
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from app.api.routes.codec import photo_tensor
+from app.api.routes.codec import dog_check, photo_tensor
 from app.api.routes.generate import check_limits
 from app.deps import ModelDep, PhotoDep, SettingsDep
 from app.images import png_image, png_response
@@ -41,12 +41,13 @@ async def ancestry(
 ) -> AncestryResult | Response:
     check_limits(settings, 1, scale, service.image_size)
 
-    def work() -> tuple[latent_ops.Ancestry, bytes | None]:
+    def work() -> tuple[latent_ops.Ancestry, latent_ops.Identification, bytes | None]:
         x = photo_tensor(photo, service, settings)
         result = latent_ops.ancestry(service.model, x, max_breeds, sampling=service.sampling)
-        return result, png_image(result.mix_image[None], scale) if image else None
+        found = latent_ops.identify(service.model, x, 1)[0]
+        return result, found, png_image(result.mix_image[None], scale) if image else None
 
-    result, data = await service.run(work, "ancestry", 1, request)
+    result, found, data = await service.run(work, "ancestry", 1, request)
     composition = sorted(
         (
             BreedWeight(breed=service.breeds[i], weight=float(result.weights[i]))
@@ -56,7 +57,9 @@ async def ancestry(
     )
     if data is not None:
         header = ", ".join(f"{b.breed}={b.weight:.3f}" for b in composition)
-        return png_response(data, headers={"X-Composition": header})
+        return png_response(
+            data, headers={"X-Composition": header, "X-Looks-Like-A-Dog": str(found.looks_like_a_dog).lower()}
+        )
     return AncestryResult(
         composition=composition,
         fit=AncestryFit(
@@ -65,6 +68,7 @@ async def ancestry(
             log_density_mix=result.log_density_mix,
             log_density_best_breed=result.log_density_best_breed,
         ),
+        **dog_check(found.dog_probability, found.looks_like_a_dog),
     )
 
 

@@ -26,7 +26,7 @@ router = APIRouter(tags=["latent space"])
 
 def photo_tensor(data: bytes, service: ModelService, settings: Settings) -> torch.Tensor:
     """Decode an upload to the model's input (call it on a worker: decoding a photo is CPU work)."""
-    return decode_photo(data, settings.max_image_pixels, service.model.vae.cfg.photo_size)
+    return decode_photo(data, settings.max_image_pixels, service.model.photo_size)
 
 
 def ranked(service: ModelService, probabilities: torch.Tensor, top_k: int | None = None) -> list[BreedProbability]:
@@ -86,10 +86,24 @@ async def identify(
     request: Request,
     top_k: int = Query(5, ge=1, le=1000, description="how many breeds to return, best first"),
 ) -> Identification:
-    probabilities = await service.run(
-        lambda: latent_ops.breed_probabilities(service.model, photo_tensor(photo, service, settings)),
+    found = await service.run(
+        lambda: latent_ops.identify(service.model, photo_tensor(photo, service, settings), top_k)[0],
         "photo",
         1,
         request,
     )
-    return Identification(breeds=ranked(service, probabilities[0], top_k))
+    return Identification(
+        breeds=[BreedProbability(breed=service.breeds[i], probability=p) for i, p in found.breeds],
+        **dog_check(found.dog_probability, found.looks_like_a_dog),
+    )
+
+
+def dog_check(dog_probability: float, looks_like_a_dog: bool) -> dict[str, object]:
+    """The "is it a dog at all?" fields of a photo's answer."""
+    note = None
+    if not looks_like_a_dog:
+        note = (
+            f"this photo does not look like a dog (dog probability {dog_probability:.2f}): the breeds are the nearest "
+            "of the known ones, not an identification; send a photo with a dog in it"
+        )
+    return {"dog_probability": dog_probability, "looks_like_a_dog": looks_like_a_dog, "note": note}

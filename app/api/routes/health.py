@@ -45,6 +45,7 @@ def info(service: ModelDep, settings: SettingsDep) -> Info:
         autoguidance=sampling.autoguidance if service.model.has_guide else None,
         mix_strength=sampling.mix_strength if diffusion else None,
         distilled=sampling.distilled if service.model.has_student else None,
+        identifier=card.get("identifier"),
         device=str(service.device),
         checkpoint=settings.checkpoint.name,
         checkpoint_sha256=card["weights_sha256"],
