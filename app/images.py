@@ -60,8 +60,12 @@ def decode_photo(data: bytes, max_pixels: int, size: int) -> torch.Tensor:
         raise HTTPException(
             413, detail=f"the image has more pixels than the {max_pixels:,}-pixel limit; send a smaller photo"
         ) from err
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
-        raise HTTPException(400, detail=f"the image is truncated or corrupt ({err}); send the complete file") from err
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data; Pillow's words name its internals
+        if "MAX_TEXT_CHUNK" in str(err):
+            raise HTTPException(
+                400, detail="the PNG carries a text (metadata) chunk too large to read; re-save the photo without it"
+            ) from err
+        raise HTTPException(400, detail="the image is truncated or corrupt; send the complete file") from err
     img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grey PNG: scale to 8 bits, do not clip
         img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8), "L")

@@ -14,11 +14,11 @@ from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 
 from app.api.routes import ancestry, breeds, codec, generate, health, page
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 from app.core.inference import ModelService, UnknownBreedError
 from app.core.metrics import describe_model, instrument
 from app.core.middleware import BodyLimit, HeadAsGet, SecurityHeaders
-from app.openapi import document_model
+from app.openapi import describe_bodies, document_model
 from model.latent_ops import LatentOpError
 
 log = logging.getLogger("vae_dogs")
@@ -62,10 +62,11 @@ def create_app() -> FastAPI:
     for module in (health, breeds, codec, generate, ancestry):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    describe_bodies(app)
     instrument(app)
     # Outermost last: the body limit sees the raw request first; every answer gets the security headers.
     app.add_middleware(HeadAsGet)
-    app.add_middleware(BodyLimit, max_bytes=lambda: get_settings().max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=lambda scope: body_limit(scope, get_settings()))
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(UnknownBreedError)
@@ -77,11 +78,33 @@ def create_app() -> FastAPI:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # The default handler echoes the input, which fails to render when it holds NaN or infinity.
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+            {"loc": list(e.get("loc", ())), "msg": user_message(e), "type": e.get("type", "")} for e in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
 
     return app
+
+
+SMALL_JSON_BYTES = 64 * 1024  # far more than a mix of every breed or a morph between two latents needs
+
+
+def body_limit(scope: dict, settings: Settings) -> int:
+    """The largest body a request may send: an upload (multipart or form) ``max_body_bytes``; anything else is read
+    as JSON (FastAPI parses a body without a content type as JSON too), and no legitimate request needs more than
+    ``max_json_bytes`` (POST /decode) or ``SMALL_JSON_BYTES`` (the others): parsing stays short."""
+    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+    if content_type in (b"multipart/form-data", b"application/x-www-form-urlencoded"):
+        return settings.max_body_bytes
+    json_limit = settings.max_json_bytes if scope["path"] == "/decode" else SMALL_JSON_BYTES
+    return min(json_limit, settings.max_body_bytes)
+
+
+def user_message(error: dict) -> str:
+    """A validation error's message in the user's terms: pydantic's own, except where it names Python internals."""
+    message = str(error.get("msg", ""))
+    if "UploadFile" in message:  # a form field sent as text where a file belongs
+        return "expected an uploaded file here (multipart/form-data, e.g. curl -F file=@dog.jpg), not a text field"
+    return message
 
 
 class OneLineStartupErrors:
@@ -115,14 +138,14 @@ def serve() -> None:
 
     HOST and PORT override the address; WEB_CONCURRENCY (as for uvicorn's own CLI) sets the number of worker
     processes, each with its own copy of the model. ``VAE_DOGS_LIMIT_CONCURRENCY`` caps open connections (beyond it
-    uvicorn answers 503), ``VAE_DOGS_TIMEOUT_KEEP_ALIVE_S`` closes idle ones and ``VAE_DOGS_HEAD_TIMEOUT_S`` those
-    that send their request head too slowly.
+    uvicorn answers 503), ``VAE_DOGS_TIMEOUT_KEEP_ALIVE_S`` closes idle ones, ``VAE_DOGS_HEAD_TIMEOUT_S`` those
+    that send their request head too slowly and ``VAE_DOGS_BODY_TIMEOUT_S`` those that send its body too slowly.
     """
     import os
 
     import uvicorn
 
-    from app.core.server import with_head_timeout
+    from app.core.server import with_request_timeouts
 
     settings = get_settings()
     uvicorn.run(
@@ -132,5 +155,6 @@ def serve() -> None:
         workers=int(os.environ.get("WEB_CONCURRENCY", "1")),
         limit_concurrency=settings.limit_concurrency,
         timeout_keep_alive=settings.timeout_keep_alive_s,
-        http=with_head_timeout(settings.head_timeout_s),
+        http=with_request_timeouts(settings.head_timeout_s, settings.body_timeout_s),
+        server_header=False,  # no "server: uvicorn" on every answer
     )

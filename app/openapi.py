@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.core.config import Settings
+from app.schemas import DecodeRequest
 from model.latent_ops import MAX_LATENT_ABS
 
 
@@ -49,9 +50,25 @@ def _complete(schema: dict[str, Any], maxima: dict[str, int], breeds: list[str],
                         option["additionalProperties"] = {"type": "number", "minimum": 0}
 
 
+def with_own_bodies(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema and the request bodies that routes parse themselves: POST /decode's (off the event loop)."""
+    schema = FastAPI.openapi(app)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("DecodeRequest", DecodeRequest.model_json_schema(ref_template="#/components/schemas/{model}"))
+    return schema
+
+
+def describe_bodies(app: FastAPI) -> None:
+    """Make ``app.openapi()`` name the bodies that routes parse themselves, before any model is loaded."""
+    app.openapi = lambda: with_own_bodies(app)  # type: ignore[method-assign]
+
+
 def document_model(app: FastAPI, settings: Settings, breeds: list[str], latent_dim: int) -> None:
     """Make ``app.openapi()`` carry the settings' limits and the loaded checkpoint's breeds and latent size."""
-    plain = FastAPI.openapi.__get__(app)
+
+    def plain() -> dict[str, Any]:
+        return with_own_bodies(app)
+
     maxima = limits(settings)
 
     def openapi() -> dict[str, Any]:

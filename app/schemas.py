@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 IMAGE_PNG: dict[int | str, dict[str, object]] = {
     200: {"content": {"image/png": {}}, "description": "a PNG (a grid when several images)"}
 }
 # The largest integer a JSON number holds exactly everywhere (JavaScript's Number.MAX_SAFE_INTEGER).
 MAX_SEED = 2**53 - 1
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 6.0 as an integer, so this service does too (6.5, "6" and true stay errors)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 
 class BreedInfo(BaseModel):
@@ -66,14 +76,18 @@ def check_weights(weights: dict[str, float]) -> dict[str, float]:
 class MixRequest(BaseModel):
     # strict: JSON true/false or "3" are not numbers here (lax mode would read them as 1/0/3)
     model_config = ConfigDict(
-        strict=True, json_schema_extra={"examples": [{"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4}]}
+        strict=True,
+        extra="forbid",  # a misspelt field is an error, not ignored
+        json_schema_extra={"examples": [{"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 7, "n": 4}]},
     )
 
-    breeds: dict[str, float] = Field(description="breed name -> weight (>= 0, normalised to sum to 1)")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="same seed = same pose noise for any mix")
-    n: int = Field(1, ge=1, description="how many dogs")
+    breeds: dict[str, float] = Field(
+        description="breed name -> weight (>= 0, at least one above 0; normalised to sum to 1)"
+    )
+    seed: Integer | None = Field(None, ge=0, le=MAX_SEED, description="same seed = same pose noise for any mix")
+    n: Integer = Field(1, ge=1, description="how many dogs")
     temperature: float = Field(1.0, ge=0, le=3, description="scale of the latent noise; 0 gives the mix's mean dog")
-    scale: int = Field(1, ge=1, description="nearest-neighbour upscale of the output")
+    scale: Integer = Field(1, ge=1, description="nearest-neighbour upscale of the output")
 
     _weights = field_validator("breeds")(check_weights)
 
@@ -82,14 +96,16 @@ class DecodeRequest(BaseModel):
     # The example is one latent of the default checkpoint's size (4 channels at 16x16);
     # tests/app/test_openapi_examples.py runs it.
     model_config = ConfigDict(
-        strict=True, json_schema_extra={"examples": [{"latents": [[0.0] * 1024], "breeds": {"golden_retriever": 1}}]}
+        strict=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"latents": [[0.0] * 1024], "breeds": {"golden_retriever": 1}}]},
     )
 
     latents: list[list[float]] = Field(min_length=1, description="latent vectors z, each of the model's latent size")
     breeds: dict[str, float] | None = Field(
         None, description="breed weights to decode with; default: the breeds whose priors best explain each z"
     )
-    scale: int = Field(1, ge=1)
+    scale: Integer = Field(1, ge=1)
 
     @field_validator("latents")
     @classmethod
@@ -219,7 +235,11 @@ class AncestryResult(BaseModel):
 
 
 class MorphEnd(BaseModel):
-    model_config = ConfigDict(strict=True)
+    """One end of a morph: exactly one of ``breeds`` and ``latent``."""
+
+    model_config = ConfigDict(
+        strict=True, extra="forbid", json_schema_extra={"oneOf": [{"required": ["breeds"]}, {"required": ["latent"]}]}
+    )
 
     breeds: dict[str, float] | None = Field(None, description="a breed mix (its dog drawn with the request's seed)")
     latent: list[float] | None = Field(None, description="or a latent z, e.g. the mean from POST /encode")
@@ -246,6 +266,7 @@ class MorphEnd(BaseModel):
 class MorphRequest(BaseModel):
     model_config = ConfigDict(
         strict=True,
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -261,8 +282,8 @@ class MorphRequest(BaseModel):
 
     start: MorphEnd
     end: MorphEnd
-    steps: int = Field(8, ge=2, description="images in the strip, both ends included")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="the pose noise shared by both breed ends")
+    steps: Integer = Field(8, ge=2, description="images in the strip, both ends included")
+    seed: Integer | None = Field(None, ge=0, le=MAX_SEED, description="the pose noise shared by both breed ends")
     temperature: float = Field(1.0, ge=0, le=3)
     format: Literal["png", "gif"] = "png"
-    scale: int = Field(1, ge=1)
+    scale: Integer = Field(1, ge=1)

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         description="most estimated worker-seconds of admitted, unfinished work; beyond it requests get a 503 with "
         "Retry-After at once",
     )
+    max_json_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1,
+        description="largest JSON body of POST /decode (64 latents of 1,024 numbers as /encode writes them: 1.5 MB); "
+        f"other JSON bodies at most {64 * 1024:,} bytes",
+    )
     max_body_bytes: int = Field(
         11 * 1024 * 1024,
         ge=1,
@@ -71,6 +77,9 @@ class Settings(BaseSettings):
     timeout_keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this")
     head_timeout_s: float = Field(
         10.0, gt=0, description="a connection whose request head is not complete by then is closed"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a connection whose request body is not complete this long after its head is closed"
     )
 
 

@@ -21,10 +21,10 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 class BodyLimit:
-    """Refuse a request body over ``max_bytes()`` with a 413: at once when its Content-Length says so, else as soon
-    as the bytes read exceed it (chunked uploads), so no more than the limit is ever read or spooled to disk."""
+    """Refuse a request body over ``max_bytes(scope)`` with a 413: at once when its Content-Length says so, else as
+    soon as the bytes read exceed it (chunked uploads), so no more than the limit is ever read or spooled to disk."""
 
-    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[Scope], int]) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     @staticmethod
@@ -37,7 +37,7 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.max_bytes()
+        limit = self.max_bytes(scope)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await self.reject(limit, scope, send)

@@ -203,8 +203,8 @@ async function analysePhoto() {
 }
 
 async function transferPhoto() {
-  const form = photoForm({ breeds: JSON.stringify({ [$("transfer-breed").value]: 1 }), scale: "3" });
-  await showImage($("transfer-image"), await call("/transfer", { method: "POST", body: form }, $("photo-error")));
+  const form = photoForm({ breeds: JSON.stringify({ [$("transfer-breed").value]: 1 }) });
+  await showImage($("transfer-image"), await call("/transfer?scale=3", { method: "POST", body: form }, $("photo-error")));
 }
 
 // --- start ----------------------------------------------------------------------------------------

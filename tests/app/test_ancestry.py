@@ -37,10 +37,13 @@ def test_ancestry_rejects_bad_parameters(client: TestClient, query: str) -> None
 
 
 def test_transfer_returns_the_dog_as_another_breed(client: TestClient) -> None:
-    response = client.post("/transfer", files=photo(), data={"breeds": json.dumps({"samoyed": 1}), "scale": "2"})
+    response = client.post("/transfer?scale=2", files=photo(), data={"breeds": json.dumps({"samoyed": 1})})
     assert response.status_code == 200 and png_size(response.content) == (128, 128)
-    other = client.post("/transfer", files=photo(), data={"breeds": json.dumps({"gordon_setter": 1}), "scale": "2"})
+    other = client.post("/transfer?scale=2", files=photo(), data={"breeds": json.dumps({"gordon_setter": 1})})
     assert other.content != response.content
+    # scale is a query parameter on every image endpoint; the form field it once was is refused, not ignored
+    old_way = client.post("/transfer", files=photo(), data={"breeds": json.dumps({"samoyed": 1}), "scale": "2"})
+    assert old_way.status_code == 422 and "query parameter" in old_way.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.conftest import png_size
+from tests.app.conftest import image_bytes, png_size
 
 
 def test_mix_returns_a_png_grid_and_its_seed(client: TestClient) -> None:
@@ -64,9 +64,9 @@ def test_huge_finite_weights_are_weights_not_infinities(client: TestClient) -> N
 
 
 def test_an_unknown_breed_is_not_echoed_in_full(client: TestClient) -> None:
-    response = client.post("/mix", json={"breeds": {"x" * 1_000_000: 1}})
+    response = client.post("/mix", json={"breeds": {"x" * 50_000: 1}})  # near the 64 KiB cap of a /mix body
     assert response.status_code == 422
-    assert len(response.content) < 500 and "1,000,000 characters" in response.json()["detail"]
+    assert len(response.content) < 500 and "50,000 characters" in response.json()["detail"]
 
 
 def test_mix_rejects_absurd_n_and_scale(client: TestClient) -> None:
@@ -115,3 +115,45 @@ def test_sample_temperature_zero_gives_the_breed_mean(client: TestClient) -> Non
 )
 def test_sample_rejects_bad_queries(client: TestClient, query: str, status: int) -> None:
     assert client.get(f"/sample?{query}").status_code == status
+
+
+def test_answers_to_a_named_seed_are_cacheable_and_random_ones_are_not(client: TestClient) -> None:
+    first = client.get("/sample", params={"n": 1, "seed": 3, "breed": "beagle"})
+    again = client.get("/sample", params={"n": 1, "seed": 3, "breed": "beagle"})
+    assert first.headers["cache-control"].startswith("public, max-age=") and first.headers["etag"].startswith('"')
+    assert again.headers["etag"] == first.headers["etag"] and again.content == first.content
+    unchanged = client.get(
+        "/sample", params={"n": 1, "seed": 3, "breed": "beagle"}, headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert client.get("/sample", params={"n": 1, "seed": 4}).headers["etag"] != first.headers["etag"]
+    random = client.get("/sample", params={"n": 1})
+    assert random.headers["cache-control"] == "no-store" and "etag" not in random.headers
+    mixed = client.post("/mix", json={"breeds": {"beagle": 0.5, "samoyed": 0.5}, "seed": 1, "n": 1})
+    assert mixed.headers["cache-control"].startswith("public") and "etag" in mixed.headers
+
+
+def test_json_bodies_are_capped_by_what_their_endpoint_needs_and_unknown_fields_refused(client: TestClient) -> None:
+    padded = b'{"breeds": {"beagle": 1}, "seed": 1' + b" " * 100_000 + b"}"
+    refused = client.post("/mix", content=padded, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 413 and "65,536-byte limit" in refused.json()["detail"]
+    no_type = client.post("/mix", content=padded)  # parsed as JSON all the same: capped all the same
+    assert no_type.status_code == 413
+    latent = client.post("/encode", files={"file": ("dog.png", image_bytes(), "image/png")}).json()["mean"]
+    big_decode = b'{"latents": [' + ",".join([str(latent)] * 2).encode() + b"]" + b" " * 100_000 + b"}"
+    assert client.post("/decode", content=big_decode, headers={"Content-Type": "application/json"}).status_code == 200
+    misspelt = client.post("/mix", json={"breeds": {"beagle": 1}, "sead": 3})
+    assert misspelt.status_code == 422 and "sead" in misspelt.text
+    stray = client.post(
+        "/morph", json={"start": {"breeds": {"beagle": 1}, "colour": 1}, "end": {"breeds": {"samoyed": 1}}}
+    )
+    assert stray.status_code == 422 and "colour" in stray.text
+
+
+def test_the_schema_and_the_checks_agree_on_integers_and_breed_names(client: TestClient) -> None:
+    whole = client.post("/mix", json={"breeds": {"beagle": 1}, "seed": 2.0, "n": 1.0, "scale": 2.0})
+    assert whole.status_code == 200 and whole.headers["x-seed"] == "2"  # JSON Schema's integers include 2.0
+    for bad in ({"n": 1.5}, {"n": "1"}, {"n": True}):
+        assert client.post("/mix", json={"breeds": {"beagle": 1}} | bad).status_code == 422
+    empty = client.get("/sample", params={"breed": "", "n": 1})
+    assert empty.status_code == 422 and "unknown breed" in empty.json()["detail"]

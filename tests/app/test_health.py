@@ -27,6 +27,10 @@ def test_docs_and_openapi(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/mix", "/identify", "/sample", "/encode", "/decode", "/breeds", "/info"):
         assert path in paths
+    # Each operation is listed once on the docs page: under exactly one tag.
+    assert {path: [len(op["tags"]) for op in ops.values()] for path, ops in paths.items()} == {
+        path: [1] * len(ops) for path, ops in paths.items()
+    }
 
 
 def test_info_shows_no_path_of_the_machine(client: TestClient, identifier_checkpoint) -> None:

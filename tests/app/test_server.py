@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -122,21 +128,12 @@ def test_an_oversized_upload_is_refused_before_it_is_read(tiny_checkpoint: Path)
         assert declared.status_code == 413
 
 
-def test_vae_dogs_serve_closes_connections_that_send_their_head_too_slowly(tiny_checkpoint: Path) -> None:
-    import os
-    import socket
-    import subprocess
-    import sys
-
+@contextmanager
+def vae_dogs_serve(checkpoint: Path, **settings: str) -> Iterator[int]:
+    """``vae-dogs-serve`` (uvicorn with the service's connection settings) on a free port, ready; yields the port."""
     port = free_port()
-    env = {
-        **os.environ,
-        "VAE_DOGS_CHECKPOINT": str(tiny_checkpoint),
-        "VAE_DOGS_DEVICE": "cpu",
-        "VAE_DOGS_HEAD_TIMEOUT_S": "1",
-        "PORT": str(port),
-    }
-    proc = subprocess.Popen([sys.executable, "-c", "from app.main import serve; serve()"], env=env)
+    env = {**os.environ, "VAE_DOGS_CHECKPOINT": str(checkpoint), "VAE_DOGS_DEVICE": "cpu", "PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-c", "from app.main import serve; serve()"], env=env | settings)
     try:
         for _ in range(600):
             try:
@@ -144,11 +141,43 @@ def test_vae_dogs_serve_closes_connections_that_send_their_head_too_slowly(tiny_
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_vae_dogs_serve_closes_connections_that_send_their_head_too_slowly(tiny_checkpoint: Path) -> None:
+    with vae_dogs_serve(tiny_checkpoint, VAE_DOGS_HEAD_TIMEOUT_S="1") as port:
         slow = socket.create_connection(("127.0.0.1", port))
         slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
         slow.settimeout(30)
         assert slow.recv(1024) == b""  # closed by the server (a hang would raise socket.timeout)
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200  # others still served
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert health.status_code == 200 and "server" not in health.headers  # others still served; no banner
+
+
+def test_vae_dogs_serve_closes_connections_whose_body_never_comes(tiny_checkpoint: Path) -> None:
+    """Every connection slot held by a client that declares a body and sends a few bytes of it: the server closes
+    them when the body deadline passes, and /health answers again."""
+    limit = 8  # uvicorn serves limit - 1 connections at once; the next request gets its bare 503
+    with vae_dogs_serve(tiny_checkpoint, VAE_DOGS_BODY_TIMEOUT_S="2", VAE_DOGS_LIMIT_CONCURRENCY=str(limit)) as port:
+        # a body under the 64 KiB cap of /mix, of which only five bytes ever come
+        head = b"POST /mix HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000\r\n\r\n"
+        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(limit - 1)]
+        try:
+            for slow in sockets:
+                slow.sendall(head + b'{"bre')
+            started = time.monotonic()
+            for slow in sockets:
+                slow.settimeout(30)
+                assert slow.recv(1024) == b""  # closed by the server, not answered and not left hanging
+            assert time.monotonic() - started < 15
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        finally:
+            for slow in sockets:
+                slow.close()

@@ -120,3 +120,18 @@ def test_exactly_one_file_part(client: TestClient) -> None:
     two = [("file", ("a.png", photo, "image/png")), ("file", ("b.png", photo, "image/png"))]
     response = client.post("/identify", files=two)
     assert response.status_code == 422 and "exactly one 'file' part, got 2" in response.json()["detail"]
+
+
+def test_errors_say_what_to_fix_without_naming_internals(client: TestClient) -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    metadata = PngInfo()
+    metadata.add_text("comment", "a" * 2_000_000, zip=True)  # a few kB compressed, 2 MB to Pillow
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (170, 110, 40)).save(buffer, format="PNG", pnginfo=metadata)
+    answer = post(client, "/identify", buffer.getvalue())
+    assert answer.status_code == 400 and "metadata" in answer.json()["detail"]
+    assert "MAX_TEXT_CHUNK" not in answer.text and "Plugin" not in answer.text
+    as_text = client.post("/identify", data={"file": "not a file"})
+    assert as_text.status_code == 422 and "uploaded file" in as_text.text
+    assert "UploadFile" not in as_text.text and "<class" not in as_text.text

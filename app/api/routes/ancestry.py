@@ -110,8 +110,11 @@ async def transfer(
     settings: SettingsDep,
     request: Request,
     breeds: str = Form(description='target breed weights as JSON, e.g. {"samoyed": 1}', examples=['{"samoyed": 1}']),
-    scale: int = Form(1, ge=1),
+    scale: int = Query(1, ge=1, description="nearest-neighbour upscale, in the query as on every image endpoint"),
+    scale_in_form: str | None = Form(None, alias="scale", include_in_schema=False),
 ) -> Response:
+    if scale_in_form is not None:  # where it was once read: say so rather than ignore it
+        raise HTTPException(422, detail="scale is a query parameter: POST /transfer?scale=2, not a form field")
     check_limits(settings, 1, scale, service.image_size)
     weights = service.weights(parse_breeds_field(breeds))
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import torch
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from app.core.config import Settings
 from app.core.inference import ModelService
@@ -21,7 +24,7 @@ from app.schemas import (
 )
 from model import latent_ops
 
-router = APIRouter(tags=["latent space"])
+router = APIRouter()  # tags per route: /identify is listed with the breeds, once
 
 
 def photo_tensor(data: bytes, service: ModelService, settings: Settings) -> torch.Tensor:
@@ -39,6 +42,7 @@ def ranked(service: ModelService, probabilities: torch.Tensor, top_k: int | None
     response_model=Encoding,
     responses=PHOTO_ERRORS,
     summary="Encode a dog photo to its latent posterior and breeds",
+    tags=["latent space"],
 )
 async def encode(photo: PhotoDep, service: ModelDep, settings: SettingsDep, request: Request) -> Encoding:
     enc = await service.run(
@@ -49,10 +53,32 @@ async def encode(photo: PhotoDep, service: ModelDep, settings: SettingsDep, requ
     )
 
 
+async def decode_request(request: Request) -> DecodeRequest:
+    """The body of POST /decode, parsed and checked on a worker thread: it may hold 64 latents of a thousand numbers
+    each (megabytes of JSON), which the event loop, answering /health meanwhile, should not parse."""
+    raw = await request.body()
+    try:
+        return await run_in_threadpool(DecodeRequest.model_validate_json, raw)
+    except ValidationError as err:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from None
+
+
 @router.post(
-    "/decode", response_class=Response, responses=IMAGE_PNG | JSON_ERRORS, summary="Decode latent vectors to a PNG"
+    "/decode",
+    response_class=Response,
+    responses=IMAGE_PNG | JSON_ERRORS,
+    summary="Decode latent vectors to a PNG",
+    tags=["latent space"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DecodeRequest"}}},
+        }
+    },
 )
-async def decode(body: DecodeRequest, service: ModelDep, settings: SettingsDep, request: Request) -> Response:
+async def decode(
+    service: ModelDep, settings: SettingsDep, request: Request, body: DecodeRequest = Depends(decode_request)
+) -> Response:
     if len(body.latents) > settings.max_images:
         raise HTTPException(422, detail=f"at most {settings.max_images} latents per request, got {len(body.latents)}")
     if body.scale > settings.max_scale:

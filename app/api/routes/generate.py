@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 import torch
@@ -36,6 +37,19 @@ def seed_or_random(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbits(31)
 
 
+CACHE_SECONDS = 3600  # a redeployed checkpoint draws other dogs for the same seed: revalidate by ETag after this
+
+
+def generated_headers(seed: int, asked: int | None, data: bytes) -> dict[str, str]:
+    """``X-Seed``, and for a request that named its seed (same seed, same bytes on this checkpoint) a
+    ``Cache-Control`` and a strong ``ETag`` of the bytes, so a browser or proxy can keep the answer; a random draw
+    is never stored."""
+    if asked is None:
+        return {"X-Seed": str(seed), "Cache-Control": "no-store"}
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    return {"X-Seed": str(seed), "Cache-Control": f"public, max-age={CACHE_SECONDS}", "ETag": etag}
+
+
 @router.post(
     "/mix",
     response_class=Response,
@@ -51,7 +65,8 @@ async def mix(body: MixRequest, service: ModelDep, settings: SettingsDep, reques
         images = latent_ops.mix(service.model, weights, body.n, seed, body.temperature, service.sampling)
         return png_image(images, body.scale)
 
-    return png_response(await service.run(work, "mix", body.n, request), headers={"X-Seed": str(seed)})
+    data = await service.run(work, "mix", body.n, request)
+    return png_response(data, headers=generated_headers(seed, body.seed, data))
 
 
 @router.get(
@@ -71,14 +86,18 @@ async def sample(
     scale: int = Query(1, ge=1),
 ) -> Response:
     check_limits(settings, n, scale, service.image_size)
-    breed_index = service.breed_index(breed) if breed else None
-    seed = seed_or_random(seed)
+    breed_index = service.breed_index(breed) if breed is not None else None  # "" is no breed: a 422
+    drawn = seed_or_random(seed)
 
     def work() -> bytes:
-        images = latent_ops.sample(service.model, n, breed_index, seed, temperature, service.sampling)
+        images = latent_ops.sample(service.model, n, breed_index, drawn, temperature, service.sampling)
         return png_image(images, scale)
 
-    return png_response(await service.run(work, "sample", n, request), headers={"X-Seed": str(seed)})
+    data = await service.run(work, "sample", n, request)
+    headers = generated_headers(drawn, seed, data)
+    if seed is not None and request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)  # the browser's copy is these bytes: none sent again
+    return png_response(data, headers=headers)
 
 
 def morph_end(
@@ -116,5 +135,5 @@ async def morph(body: MorphRequest, service: ModelDep, settings: SettingsDep, re
         return png_image(frames, body.scale, columns=body.steps)
 
     data = await service.run(work, "morph", body.steps, request)
-    headers = {"X-Seed": str(seed)}
+    headers = generated_headers(seed, body.seed, data)
     return gif_response(data, headers) if body.format == "gif" else png_response(data, headers)
