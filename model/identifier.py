@@ -23,7 +23,7 @@ from model import trunk
 class IdentifierConfig:
     n_breeds: int
     image_size: int = 224  # the side photos are resized to before the trunk
-    test_flip: bool = True  # average the photo's and its mirror image's probabilities
+    test_flip: bool = False  # average the photo's and its mirror image's probabilities (twice the time)
     temperature: float = 1.0  # logits are divided by it (fitted by training.identifier)
     dog_threshold: float = 0.5  # below this share of ImageNet's dog classes a photo "does not look like a dog"
 

@@ -11,7 +11,6 @@ generated image inside training, sampling or selection; the evaluation may use i
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import math
@@ -126,7 +125,6 @@ def weights_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / WEIGHTS
 
 
-@functools.cache
 def _verified_state(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise TrunkWeightsError(f"{path} does not exist; reinstall {PACKAGE}")

@@ -50,3 +50,4 @@ def test_the_committed_default_loads_as_described() -> None:
     assert model.prior.kind == "diffusion" and model.prior.guide is not None
     assert model.sampling.to_dict() == {"distilled": False, **card["sampling"]}  # a card from before the student
     assert card["recipe"] == "recipes/dogs120.toml" and (ROOT / card["recipe"]).is_file()
+    assert model.identifier is not None and card["identifier"]["image_size"] == 224 == model.photo_size
