@@ -1,7 +1,7 @@
 """Train the breed identifier of a checkpoint: a linear head on the frozen pretrained trunk, temperature-scaled.
 
     python -m training.identifier --init-from runs/dogs120/reader --data ../shared/kaggle-dog-breed-identification \
-        ../shared/dogs --out runs/dogs120/identifier --resolution 224 --views 4
+        ../shared/dogs --out runs/dogs120/identifier --resolution 224 --views 3
 
 The trunk (EfficientNet-Lite0, ``model/trunk.py``) reads every photo of the data once per view, at ``--resolution``
 px from the 128-px cached photo: view 0 is the whole photo, view 1 its mirror image, views 2.. random resized crops
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, nargs="+", required=True, help="the data folders it was trained on")
     p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint")
     p.add_argument("--resolution", type=int, default=224, help="side the trunk reads photos at")
-    p.add_argument("--views", type=int, default=4, help="views of each training photo (>= 2: whole, mirrored, crops)")
+    p.add_argument("--views", type=int, default=3, help="views of each training photo (>= 2: whole, mirrored, crops)")
     p.add_argument("--min-crop", type=float, default=0.4, help="smallest share of the photo a random crop keeps")
     p.add_argument(
         "--calibration-share", type=float, default=0.04, help="share of each breed's training photos kept to fit T"
