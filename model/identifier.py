@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model import trunk
+from model.imaging import at_side
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,6 @@ class PhotoReading:
         return self.dog_probability >= threshold
 
 
-def resize(images: Tensor, side: int) -> Tensor:
-    """Images (n, 3, H, W) in [0, 1] at ``side`` x ``side`` (antialiased bicubic)."""
-    if images.shape[-2:] == (side, side):
-        return images
-    return F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
 class BreedIdentifier(nn.Module):
     """The frozen trunk plus a trained linear head. ``head`` holds the only weights a checkpoint stores."""
 
@@ -65,15 +58,19 @@ class BreedIdentifier(nn.Module):
         """Uncalibrated breed logits of pooled trunk embeddings (what training fits)."""
         return self.head(features)
 
+    def dog_probability(self, features: Tensor) -> Tensor:
+        """The trunk's own ImageNet probability mass on dog classes, from the same embeddings."""
+        return self.trunk.classify(features).softmax(-1)[:, self.dog_classes].sum(-1)
+
     @torch.inference_mode()
     def read(self, images: Tensor) -> PhotoReading:
         """(n, 3, H, W) photos in [0, 1], any side -> calibrated breed probabilities and the dog probability."""
-        x = resize(images.to(self.head.weight.device), self.cfg.image_size)
+        x = at_side(images.to(self.head.weight.device), self.cfg.image_size)
         if self.cfg.test_flip:
             x = torch.cat([x, x.flip(3)])
         features = self.trunk.features(x)
         breeds = (self.logits(features) / self.cfg.temperature).softmax(-1)
-        dog = self.trunk.classify(features).softmax(-1)[:, self.dog_classes].sum(-1)
+        dog = self.dog_probability(features)
         if self.cfg.test_flip:
             n = len(images)
             breeds, dog = (breeds[:n] + breeds[n:]) / 2, (dog[:n] + dog[n:]) / 2

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from model import interrupt, sampler
 from model.identifier import PhotoReading
+from model.imaging import at_side
 from model.prior import DogModel
 from model.sampler import SamplerSettings
 
@@ -147,13 +147,6 @@ class Encoding:
     breed_probabilities: Tensor  # (n, n_breeds)
 
 
-def at_side(images: Tensor, side: int) -> Tensor:
-    """Images (n, 3, H, W) resized to ``side`` x ``side`` (antialiased bicubic, like the data's decoding)."""
-    if images.shape[-1] == side and images.shape[-2] == side:
-        return images
-    return F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
 @torch.inference_mode()
 def read_photos(model: DogModel, images: Tensor, head: str = "identifier") -> PhotoReading:
     """What real photos show: calibrated breed probabilities and whether they look like a dog.
@@ -180,6 +173,12 @@ def breed_probabilities(model: DogModel, images: Tensor, head: str = "identifier
 def dog_threshold(model: DogModel) -> float:
     """The dog probability below which a photo is answered as not looking like a dog (0 without an identifier)."""
     return model.identifier.cfg.dog_threshold if model.identifier is not None else 0.0
+
+
+@torch.inference_mode()
+def posterior_mean(model: DogModel, images: Tensor) -> Tensor:
+    """(n, 3, S, S) images in [0, 1] -> the posterior means of z (no breed reading: the trunk stays idle)."""
+    return model.vae.encode(at_side(images.to(model.device), model.vae.cfg.image_size))[0].cpu()
 
 
 @torch.inference_mode()
@@ -218,7 +217,7 @@ def reconstruct(model: DogModel, images: Tensor) -> Tensor:
 def transfer(model: DogModel, images: Tensor, weights: Tensor) -> Tensor:
     """Keep each photo's z (pose, background) and decode it as the breed mix ``weights``."""
     w = normalise_weights(weights.double()).float().expand(images.shape[0], -1)
-    return decode(model, encode(model, images).mean, w)
+    return decode(model, posterior_mean(model, images), w)
 
 
 @torch.inference_mode()
@@ -390,9 +389,8 @@ def ancestry(
 ) -> Ancestry:
     """Which mix of known breeds best explains one photo (1, 3, S, S)? See :func:`ancestry_weights`; the dog of the
     mix is drawn with ``sampling``."""
-    enc = encode(model, image)
     device = model.device
-    z = enc.mean[0].to(device)
+    z = posterior_mean(model, image)[0].to(device)
     w = ancestry_weights(model, z, max_breeds, steps, sampling)
     with torch.inference_mode():
         mix_image = mix(model, w, n=1, seed=0, sampling=sampling)

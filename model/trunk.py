@@ -11,7 +11,6 @@ generated image inside training, sampling or selection; the evaluation may use i
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from pathlib import Path
@@ -128,12 +127,11 @@ def weights_path() -> Path:
 def _verified_state(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise TrunkWeightsError(f"{path} does not exist; reinstall {PACKAGE}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:  # in chunks: a served process keeps no second copy of the file
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != WEIGHTS_SHA256:
-        raise TrunkWeightsError(f"{path} has SHA-256 {digest.hexdigest()}, expected {WEIGHTS_SHA256} ({PACKAGE})")
+    from model.checkpoint import sha256_file  # here: model.checkpoint imports this module
+
+    digest = sha256_file(path)  # in chunks: a served process keeps no second copy of the file
+    if digest != WEIGHTS_SHA256:
+        raise TrunkWeightsError(f"{path} has SHA-256 {digest}, expected {WEIGHTS_SHA256} ({PACKAGE})")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

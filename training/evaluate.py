@@ -300,7 +300,7 @@ def evaluate(
     plot_reliability(reliability, out / "reliability.png")
     # The same question answered in z alone, by Bayes' rule over the per-breed ex-post Gaussians.
     means = torch.cat(
-        [latent_ops.encode(model, to_tensor(val.pixels[i : i + 256])).mean for i in range(0, len(val_ids), 256)]
+        [latent_ops.posterior_mean(model, to_tensor(val.pixels[i : i + 256])) for i in range(0, len(val_ids), 256)]
     )
     latent_top = latent_ops.breeds_for_latent(model, means).topk(min(5, len(breeds)), dim=1).indices
     metrics["identify_from_latent_top1"] = float((latent_top[:, 0] == labels).float().mean())

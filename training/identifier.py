@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import checkpoint, trunk
-from model.identifier import BreedIdentifier, IdentifierConfig, resize
+from model.identifier import BreedIdentifier, IdentifierConfig
+from model.imaging import at_side
 from model.prior import DogModel
 from training.common import command_args, git_commit, lr_at, next_card, resolve_device, set_threads
 from training.data import (
@@ -110,7 +111,7 @@ def view_of(images: torch.Tensor, view: int, first: int, min_share: float) -> to
         top, left = rng.randint(0, side - size), rng.randint(0, side - size)
         crop = image[:, top : top + size, left : left + size]
         out.append(crop.flip(2) if rng.random() < 0.5 else crop)
-    return torch.stack([resize(c[None], side)[0] for c in out])
+    return torch.stack([at_side(c[None], side)[0] for c in out])
 
 
 @torch.inference_mode()
@@ -137,7 +138,7 @@ def embeddings(
     )
     for i in bar:
         x = view_of(to_tensor(photos.pixels[i : i + TRUNK_BATCH]), view, i, args.min_crop)
-        out[i : i + TRUNK_BATCH] = backbone.features(resize(x, args.resolution).to(device)).cpu().numpy()
+        out[i : i + TRUNK_BATCH] = backbone.features(at_side(x, args.resolution).to(device)).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, out)
@@ -283,9 +284,7 @@ def main(argv: list[str] | None = None) -> Path:
             rows = [row[i] for i in photos_set.ids]
             views = [torch.from_numpy(embeddings(backbone, images, v, args, device)[rows]).float() for v in test_views]
             logits = [identifier.logits(f.to(device)).cpu() for f in views]
-            dog = torch.stack(
-                [backbone.classify(f.to(device)).softmax(-1)[:, list(trunk.DOG_CLASSES)].sum(-1).cpu() for f in views]
-            ).mean(0)
+            dog = torch.stack([identifier.dog_probability(f.to(device)).cpu() for f in views]).mean(0)
             readings[name] = (logits, torch.tensor([index[b] for b in photos_set.breeds]), dog)
     temperature = fit_temperature(*readings["calibration"][:2])
     identifier.cfg = replace(cfg, temperature=temperature)
