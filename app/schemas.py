@@ -22,6 +22,9 @@ def _integral(value: object) -> object:
 
 
 Integer = Annotated[int, BeforeValidator(_integral)]
+# The bounds inside the type and before the validator: else pydantic writes them into an optional field's schema as
+# unknown keywords (ge, le) that no client reads.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_integral)]
 
 
 class BreedInfo(BaseModel):
@@ -84,7 +87,7 @@ class MixRequest(BaseModel):
     breeds: dict[str, float] = Field(
         description="breed name -> weight (>= 0, at least one above 0; normalised to sum to 1)"
     )
-    seed: Integer | None = Field(None, ge=0, le=MAX_SEED, description="same seed = same pose noise for any mix")
+    seed: Seed | None = Field(None, description="same seed = same pose noise for any mix")
     n: Integer = Field(1, ge=1, description="how many dogs")
     temperature: float = Field(1.0, ge=0, le=3, description="scale of the latent noise; 0 gives the mix's mean dog")
     scale: Integer = Field(1, ge=1, description="nearest-neighbour upscale of the output")
@@ -237,8 +240,16 @@ class AncestryResult(BaseModel):
 class MorphEnd(BaseModel):
     """One end of a morph: exactly one of ``breeds`` and ``latent``."""
 
+    # Exactly one end given: a null counts as not given.
     model_config = ConfigDict(
-        strict=True, extra="forbid", json_schema_extra={"oneOf": [{"required": ["breeds"]}, {"required": ["latent"]}]}
+        strict=True,
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["breeds"], "properties": {"breeds": {"type": "object"}}},
+                {"required": ["latent"], "properties": {"latent": {"type": "array"}}},
+            ]
+        },
     )
 
     breeds: dict[str, float] | None = Field(None, description="a breed mix (its dog drawn with the request's seed)")
@@ -283,7 +294,7 @@ class MorphRequest(BaseModel):
     start: MorphEnd
     end: MorphEnd
     steps: Integer = Field(8, ge=2, description="images in the strip, both ends included")
-    seed: Integer | None = Field(None, ge=0, le=MAX_SEED, description="the pose noise shared by both breed ends")
+    seed: Seed | None = Field(None, description="the pose noise shared by both breed ends")
     temperature: float = Field(1.0, ge=0, le=3)
     format: Literal["png", "gif"] = "png"
     scale: Integer = Field(1, ge=1)

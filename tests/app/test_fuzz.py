@@ -44,15 +44,20 @@ def served_schema(tiny_checkpoint: Path) -> Iterator[schemathesis.BaseSchema]:
         yield served
 
 
-# Schemathesis' lazy loading from a fixture does not run on pytest 9, so the served schema's operation is driven
+# Schemathesis' lazy loading from a fixture does not run on pytest 9, so the served schema's operations are driven
 # here with hypothesis directly.
-def test_samples_the_served_schema_allows_are_accepted(served_schema) -> None:  # type: ignore[no-untyped-def]
-    """Every check, schema-valid data accepted included, on GET /sample: the served schema names the breeds and the
-    limits, so every query it allows is answered. (The JSON routes have rules no JSON schema states: weights not all
-    zero, either 'breeds' or 'latent', integers written without a fraction; the uploads must decode as photos.)"""
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize(
+    "path, method", [("/sample", "GET"), ("/mix", "POST"), ("/decode", "POST"), ("/morph", "POST")]
+)
+def test_requests_the_served_schema_allows_are_answered(served_schema, path: str, method: str) -> None:  # type: ignore[no-untyped-def]
+    """Every check, schema-valid data accepted included: the served schema names the breeds, the limits, the
+    latent's length and bounds, that weights are not all zero, and that a morph's end is
+    either breeds or a latent, so every query or JSON body it allows is answered with a 200. (The uploads must
+    also decode as photos, which no schema says.)"""
     from hypothesis import given
 
-    @given(case=served_schema["/sample"]["GET"].as_strategy())
+    @given(case=served_schema[path][method].as_strategy())
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case) -> None:  # type: ignore[no-untyped-def]
         case.call_and_validate()
