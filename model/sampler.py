@@ -152,8 +152,9 @@ def sample(
     settings: SamplerSettings,
     guide: LatentDiffusion | None = None,
 ) -> Tensor:
-    """DDIM from ``noise`` (n, noise_dim(denoiser, settings)) to latents z (n, latent_dim) for breed weights
-    (n, n_breeds); the fresh noise of ``eta > 0`` is taken from ``noise`` after its first latent."""
+    """DDIM from ``noise`` (n, noise_dim(denoiser, settings)) to latents z (n, latent_dim) for conditions
+    (n, denoiser.condition_dim): breed weights, then any photo condition; the fresh noise of ``eta > 0`` is taken
+    from ``noise`` after its first latent."""
     s = settings
     if noise.shape[1] != noise_dim(denoiser, s):
         raise ValueError(
@@ -163,7 +164,8 @@ def sample(
     if s.autoguidance != 1.0 and guide is None:
         raise ValueError(f"autoguidance {s.autoguidance:g} needs a guide, and this prior has none (set it to 1)")
     x, *fresh = noise.split(denoiser.z_mean.numel(), dim=1)
-    weights = mix_condition(weights, s.mix_strength)
+    breeds = denoiser.n_breeds  # a photo condition after the breed weights (model/photo_prior.py) is not scaled
+    weights = torch.cat([mix_condition(weights[:, :breeds], s.mix_strength), weights[:, breeds:]], 1)
     times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
         interrupt.check()

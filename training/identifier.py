@@ -119,26 +119,30 @@ def embeddings(
     backbone: trunk.EfficientNetLite0,
     photos: ImageArray,
     view: int,
-    args: argparse.Namespace,
     device: torch.device,
+    resolution: int = 224,
+    min_crop: float = 0.4,
+    cache_dir: Path | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
-    """(N, 1280) float16 pooled embeddings of one view of every photo, cached by photo ids, view and settings (the
-    crops are seeded by the photo's row, so the cache holds for one photo list: the whole data set's)."""
-    spec = f"{trunk.WEIGHTS_SHA256}|{args.resolution}|{view}|{args.min_crop}|{SOURCE_SIZE}|" + "\n".join(photos.ids)
+    """(N, 1280) float16 pooled embeddings of one view of every photo (``SOURCE_SIZE`` px) read at ``resolution``,
+    cached by photo ids, view and settings (the crops are seeded by the photo's row, so the cache holds for one photo
+    list: the whole data set's). Also the photo condition of the latent prior (``training/prior.py``)."""
+    spec = f"{trunk.WEIGHTS_SHA256}|{resolution}|{view}|{min_crop}|{SOURCE_SIZE}|" + "\n".join(photos.ids)
     key = hashlib.sha256(spec.encode()).hexdigest()[:16]
-    path = (args.cache_dir or default_cache_dir()) / "embeddings" / f"{key}.npy"
+    path = (cache_dir or default_cache_dir()) / "embeddings" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
     out = np.empty((len(photos.ids), trunk.FEATURES), np.float16)
     bar = tqdm(
         range(0, len(photos.ids), TRUNK_BATCH),
         desc=f"trunk embeddings, view {view} ({len(photos.ids)} photos)",
-        disable=args.no_progress,
+        disable=not progress,
         mininterval=5,
     )
     for i in bar:
-        x = view_of(to_tensor(photos.pixels[i : i + TRUNK_BATCH]), view, i, args.min_crop)
-        out[i : i + TRUNK_BATCH] = backbone.features(at_side(x, args.resolution).to(device)).cpu().numpy()
+        x = view_of(to_tensor(photos.pixels[i : i + TRUNK_BATCH]), view, i, min_crop)
+        out[i : i + TRUNK_BATCH] = backbone.features(at_side(x, resolution).to(device)).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, out)
@@ -265,10 +269,12 @@ def main(argv: list[str] | None = None) -> Path:
     )
     identifier = BreedIdentifier(cfg, backbone).to(device)
 
+    def embedded(view: int) -> np.ndarray:
+        settings = {"resolution": args.resolution, "min_crop": args.min_crop, "cache_dir": args.cache_dir}
+        return embeddings(backbone, images, view, device, **settings, progress=not args.no_progress)
+
     train_rows = [row[i] for i in train.ids]
-    features = torch.cat(
-        [torch.from_numpy(embeddings(backbone, images, v, args, device)[train_rows]) for v in range(args.views)]
-    )
+    features = torch.cat([torch.from_numpy(embedded(v)[train_rows]) for v in range(args.views)])
     labels = torch.tensor([index[b] for b in train.breeds]).repeat(args.views)
     history = train_head(identifier.head, features.float().to(device), labels.to(device), args)
     print(f"head: training loss {history[-1]['loss']:.3f}, top-1 {history[-1]['train_top1']:.3f}", flush=True)
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> Path:
     with torch.inference_mode():
         for name, photos_set in sets.items():
             rows = [row[i] for i in photos_set.ids]
-            views = [torch.from_numpy(embeddings(backbone, images, v, args, device)[rows]).float() for v in test_views]
+            views = [torch.from_numpy(embedded(v)[rows]).float() for v in test_views]
             logits = [identifier.logits(f.to(device)).cpu() for f in views]
             dog = torch.stack([identifier.dog_probability(f.to(device)).cpu() for f in views]).mean(0)
             readings[name] = (logits, torch.tensor([index[b] for b in photos_set.breeds]), dog)

@@ -37,10 +37,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import checkpoint, latent_ops
+from model import checkpoint, latent_ops, trunk
 from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.imaging import labelled_rows
+from model.photo_prior import PhotoPrior
 from model.prior import DiffusionPrior, DogModel
+from training import identifier
 from training.common import (
     RESUME_STATE,
     command_args,
@@ -84,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the denoiser sees patch x patch cells of the latent (2: a quarter the cost)",
     )
     p.add_argument(
+        "--photo-dim",
+        type=int,
+        default=0,
+        help="also condition the denoiser on this many PCA-whitened numbers of the pretrained trunk's embedding of "
+        "each training photo, drawn per breed when sampling (model/photo_prior.py; 0: the breed alone)",
+    )
+    p.add_argument(
         "--ema",
         type=float,
         default=0.999,
@@ -119,8 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.steps, args.batch_size, args.channels, args.blocks, args.log_every, args.patch) < 1:
         p.error("--steps, --batch-size, --channels, --blocks, --log-every and --patch must be positive")
-    if args.patience < 0:
-        p.error("--patience must not be negative")
+    if args.patience < 0 or args.photo_dim < 0:
+        p.error("--patience and --photo-dim must not be negative")
     if not 0 < args.stop_fraction < 1:
         p.error("--stop-fraction must lie between 0 and 1")
     if not 0 <= args.ema < 1:
@@ -131,8 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # What makes two invocations the same run: a resumed run must agree on all of these, and may change the rest
 # (device, threads, patience, where it stops).
 RUN_ARGS = (
-    "init_from", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch", "ema",
-    "no_flip", "log_every", "stop_fraction", "seed",
+    "init_from", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch", "photo_dim",
+    "ema", "no_flip", "log_every", "stop_fraction", "seed",
 )  # fmt: skip
 METRICS_FILE = "prior-metrics.jsonl"
 
@@ -150,9 +159,11 @@ def split_latents(
     cache_dir: Path | None,
     device: torch.device,
     mirrored: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    photo_features: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Posterior means and breed indices of the checkpoint's training and held-out photos, and (``mirrored``)
-    the posterior means of the training photos' mirror images, row for row."""
+    the posterior means of the training photos' mirror images, row for row; with ``photo_features`` also the
+    pretrained trunk's embeddings of the training photos, of their mirror images and of the held-out photos."""
     breeds = [b["name"] for b in card["breeds"]]
     photos = limit_per_breed(find_photos(data), (card.get("data") or {}).get("max_per_breed"))
     if photos.breeds != breeds:
@@ -162,13 +173,24 @@ def split_latents(
     train = images.select(training_ids(card, images))
     index = {b: i for i, b in enumerate(breeds)}
     vae = model.vae
-    return (
+    latents = (
         posterior_means(vae, train.pixels, device),
         torch.tensor([index[b] for b in train.breeds]),
         posterior_means(vae, val.pixels, device),
         torch.tensor([index[b] for b in val.breeds]),
         posterior_means(vae, train.pixels[:, :, ::-1], device) if mirrored else None,
     )
+    if not photo_features:
+        return latents
+    # The identifier's cached embeddings of the whole data set (view 0: the photo, view 1: its mirror image).
+    full = load_images(photos, identifier.SOURCE_SIZE, cache_dir)
+    backbone = trunk.load_trunk().to(device)
+    row = {i: n for n, i in enumerate(full.ids)}
+    train_rows, val_rows = [row[i] for i in train.ids], [row[i] for i in val.ids]
+    photo, mirror = (
+        torch.from_numpy(identifier.embeddings(backbone, full, view, device, cache_dir=cache_dir)) for view in (0, 1)
+    )
+    return (*latents, photo[train_rows].float(), mirror[train_rows].float(), photo[val_rows].float())
 
 
 class WeightAverage:
@@ -202,33 +224,57 @@ def main(argv: list[str] | None = None) -> Path:
     sampling = source.sampling
     torch.manual_seed(args.seed)
     denoiser = LatentDiffusion(
-        DiffusionConfig(args.channels, args.blocks, args.attention, args.patch),
+        DiffusionConfig(args.channels, args.blocks, args.attention, args.patch, args.photo_dim),
         source.n_breeds,
         source.vae.cfg.latent_shape,
     ).to(device)
     if args.prior_from:
         other, _ = checkpoint.load(args.prior_from, device)
-        if not isinstance(other.prior, DiffusionPrior) or other.prior.denoiser.cfg != denoiser.cfg:
+        # A breed-only prior may be carried on with a photo condition: that one starts at zero.
+        theirs = other.prior.denoiser.cfg if isinstance(other.prior, DiffusionPrior) else None
+        if (
+            theirs is None
+            or replace(theirs, photo_dim=denoiser.cfg.photo_dim) != denoiser.cfg
+            or (theirs.photo_dim not in (0, denoiser.cfg.photo_dim))
+        ):
             raise SystemExit(f"--prior-from: {args.prior_from} has no diffusion prior of this architecture")
-        denoiser.load_state_dict(other.prior.denoiser.state_dict())
+        denoiser.load_state_dict(other.prior.denoiser.state_dict(), strict=theirs.photo_dim == denoiser.cfg.photo_dim)
         sampling = other.sampling
-    # A new prior drops the source's autoguidance guide: it was weighed against the old prior.
-    model = DogModel(source.vae, DiffusionPrior(denoiser), replace(sampling, autoguidance=1.0))
+    # A new prior drops any guide and student: both were made for another.
+    sampling = replace(sampling, autoguidance=1.0, distilled=False)
+    model = DogModel(source.vae, DiffusionPrior(denoiser), sampling, source.identifier)
     model.eval()
 
     with torch.no_grad():
-        train_z, train_y, val_z, val_y, mirrored_z = split_latents(
-            model, card, args.data, args.cache_dir, device, mirrored=not args.no_flip
+        train_z, train_y, val_z, val_y, mirrored_z, *photo = split_latents(
+            model, card, args.data, args.cache_dir, device, not args.no_flip, photo_features=args.photo_dim > 0
         )
     # Early stopping: the prior overfits the latents within a few thousand steps. A slice of the *training*
     # latents picks the step, so the checkpoint's held-out photos stay unseen until evaluation.
     generator = torch.Generator().manual_seed(args.seed)
     shuffled = torch.randperm(len(train_z), generator=generator)
     n_stop = max(1, int(args.stop_fraction * len(train_z)))
-    stop_z, stop_y = train_z[shuffled[:n_stop]], train_y[shuffled[:n_stop]]
-    train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
+    n_breeds = source.n_breeds
+    conditions = F.one_hot(train_y, n_breeds).float()
+    mirrored_conditions, val_conditions = conditions, F.one_hot(val_y, n_breeds).float()
+    if photo:  # the breed, then what the photo shows (its mirror image: what the mirror image shows)
+        photo_features, mirror_features, val_features = photo
+        photo_prior = PhotoPrior(args.photo_dim, n_breeds)
+        fitted = shuffled[n_stop:]
+        pairs = [(photo_features[fitted], train_y[fitted])]
+        if mirrored_z is not None:
+            pairs.append((mirror_features[fitted], train_y[fitted]))
+        photo_prior.fit(torch.cat([f for f, _ in pairs]), torch.cat([y for _, y in pairs]))
+        model.prior.photo_prior = photo_prior.to(device)
+        whiten = photo_prior.whiten
+        mirrored_conditions = torch.cat([conditions, whiten(mirror_features.to(device)).cpu()], 1)
+        conditions = torch.cat([conditions, whiten(photo_features.to(device)).cpu()], 1)
+        val_conditions = torch.cat([val_conditions, whiten(val_features.to(device)).cpu()], 1)
+    stop_z, stop_w = train_z[shuffled[:n_stop]], conditions[shuffled[:n_stop]]
+    train_z, train_y, train_w = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]], conditions[shuffled[n_stop:]]
     if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
         train_z, train_y = torch.cat([train_z, mirrored_z[shuffled[n_stop:]]]), torch.cat([train_y, train_y])
+        train_w = torch.cat([train_w, mirrored_conditions[shuffled[n_stop:]]])
     if not args.prior_from:  # a prior carried on keeps the standardisation its weights were trained with
         denoiser.fit_standardisation(train_z.to(device))
     n_params = sum(p.numel() for p in denoiser.parameters())
@@ -237,12 +283,7 @@ def main(argv: list[str] | None = None) -> Path:
         f"prior: {n_params:,} parameters on {device}",
         flush=True,
     )
-    n_breeds = source.n_breeds
-    train_w = F.one_hot(train_y, n_breeds).float()
-    checks = {
-        "stop": (stop_z.to(device), F.one_hot(stop_y, n_breeds).float().to(device)),
-        "val": (val_z.to(device), F.one_hot(val_y, n_breeds).float().to(device)),
-    }
+    checks = {"stop": (stop_z.to(device), stop_w.to(device)), "val": (val_z.to(device), val_conditions.to(device))}
     order = balanced_indices(train_y, args.steps * args.batch_size, generator)  # every breed equally often
     best: tuple[float, int, dict[str, torch.Tensor]] = (float("inf"), 0, {})
     history: list[dict[str, Any]] = []

@@ -1,0 +1,77 @@
+"""What a photo shows, as a few numbers the latent prior is conditioned on, and a per-breed distribution over them.
+
+Why: a breed label tells the denoiser almost nothing about a photo's layout and colouring (it linearly predicts
+1-2 % of the latent's coarse variance; the pretrained trunk's embedding of the same photo 19-36 %), so a prior
+conditioned on the label alone averages every pose and framing of a breed into a blob. Conditioning on what a
+*real* photo shows is representation-conditioned generation (Li, Katabi & He 2024, "Return of Unconditional
+Generation"): the denoiser learns latents given the photo's embedding, and a small second prior draws embeddings
+for a breed (here a Gaussian per breed, a mix of breeds by interpolating theirs; unCLIP's observation, Ramesh et
+al. 2022, is that blending image embeddings blends what the images show).
+
+The embedding is the trunk's (``model/trunk.py``) pooled features of a real photo, reduced by PCA to ``dim``
+whitened numbers fitted on the training photos. Only real photos are ever embedded: sampling draws embeddings from
+the per-breed Gaussians and never runs the trunk on a generated dog.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+# Per-breed covariances are shrunk towards the pooled within-breed one by this many pseudo-photos: the smallest
+# breeds have ~130 embeddings (photos and their mirror images) for a 64 x 64 covariance.
+SHRINKAGE_PHOTOS = 64
+
+
+class PhotoPrior(nn.Module):
+    """Whitening of trunk embeddings and a Gaussian per breed over the whitened numbers (all buffers, fitted by
+    :meth:`fit`)."""
+
+    def __init__(self, dim: int, n_breeds: int, features: int = 1280) -> None:
+        super().__init__()
+        self.dim, self.features = dim, features
+        self.register_buffer("center", torch.zeros(features))
+        self.register_buffer("projection", torch.zeros(dim, features))
+        self.register_buffer("breed_mean", torch.zeros(n_breeds, dim))
+        self.register_buffer("breed_covariance", torch.eye(dim).repeat(n_breeds, 1, 1))
+
+    def whiten(self, features: Tensor) -> Tensor:
+        """(n, features) trunk embeddings -> (n, dim) numbers of unit variance over the training photos."""
+        return (features.to(self.center) - self.center) @ self.projection.T
+
+    @torch.no_grad()
+    def fit(self, features: Tensor, breeds: Tensor) -> None:
+        """PCA-whitening on ``features`` (n, features), then every breed's mean and shrunk covariance."""
+        features = features.double()
+        center = features.mean(0)
+        values, vectors = torch.linalg.eigh(torch.cov((features - center).T))
+        top = values.argsort(descending=True)[: self.dim]
+        self.center.copy_(center)
+        self.projection.copy_((vectors[:, top] / values[top].clamp_min(1e-8).sqrt()).T)
+        x = self.whiten(features.float()).double()
+        n_breeds = len(self.breed_mean)
+        counts = torch.bincount(breeds, minlength=n_breeds).double()
+        means = torch.zeros(n_breeds, self.dim, dtype=torch.float64).index_add_(0, breeds, x) / counts[:, None]
+        centred = x - means[breeds]
+        scatter = torch.zeros(n_breeds, self.dim, self.dim, dtype=torch.float64)
+        scatter.index_add_(0, breeds, centred[:, :, None] * centred[:, None, :])
+        pooled = scatter.sum(0) / (len(x) - n_breeds)
+        covariance = (scatter + SHRINKAGE_PHOTOS * pooled) / (counts + SHRINKAGE_PHOTOS)[:, None, None]
+        self.breed_mean.copy_(means)
+        self.breed_covariance.copy_(covariance)
+
+    def mean(self, weights: Tensor) -> Tensor:
+        """(n, n_breeds) breed weights (normalised to sum 1) -> (n, dim) the mix's mean embedding."""
+        return _normalised(weights) @ self.breed_mean
+
+    def sample(self, noise: Tensor, weights: Tensor) -> Tensor:
+        """(n, dim) standard normal noise and (n, n_breeds) weights -> embeddings of the mix: the breeds' means and
+        covariances interpolated by weight (a new breed between its parents, not a coin toss between them). One
+        noise gives the same place in every breed's distribution."""
+        w = _normalised(weights)
+        covariance = torch.einsum("nb,bij->nij", w, self.breed_covariance)
+        return w @ self.breed_mean + torch.einsum("nij,nj->ni", torch.linalg.cholesky(covariance), noise)
+
+
+def _normalised(weights: Tensor) -> Tensor:
+    return weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
