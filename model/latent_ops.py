@@ -214,10 +214,24 @@ def reconstruct(model: DogModel, images: Tensor) -> Tensor:
     return decode(model, enc.mean, enc.breed_probabilities)
 
 
-def transfer(model: DogModel, images: Tensor, weights: Tensor) -> Tensor:
-    """Keep each photo's z (pose, background) and decode it as the breed mix ``weights``."""
+# How far a transfer redraws the photo's latent (SDEdit's time): measured in docs/experiments.md (issue 38).
+TRANSFER_STRENGTH = 0.7
+
+
+@torch.inference_mode()
+def transfer(
+    model: DogModel, images: Tensor, weights: Tensor, strength: float = TRANSFER_STRENGTH, seed: int = 0
+) -> Tensor:
+    """Each photo as the breed mix ``weights``: its z redrawn under the mix by a diffusion prior (SDEdit at
+    ``strength``: 0 keeps z, 1 forgets the photo; the coarse pose, framing and background survive in between),
+    then decoded with the mix. ``seed`` fixes the noise of the redraw. A Gaussian prior keeps z."""
     w = normalise_weights(weights.double()).float().expand(images.shape[0], -1)
-    return decode(model, posterior_mean(model, images), w)
+    z = posterior_mean(model, images)
+    edit = getattr(model.prior, "edit", None)
+    if strength > 0 and edit is not None:
+        eps = noise(len(z), z.shape[1], seed).to(model.device)
+        z = edit(z.to(model.device), w.to(model.device), model.sampling, strength, eps).cpu()
+    return decode(model, z, w)
 
 
 @torch.inference_mode()

@@ -17,7 +17,7 @@ student only learnt the teacher's sampler).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -127,6 +127,17 @@ class DiffusionPrior:
             student = self._student()
             return sampler.sample(student.denoiser, noise, condition, student.settings(settings))
         return sampler.sample(self.denoiser, noise, condition, settings, self.guide)
+
+    def edit(self, z: Tensor, weights: Tensor, settings: SamplerSettings, strength: float, noise: Tensor) -> Tensor:
+        """Latents z (n, latent_dim) redrawn as the breed mix ``weights`` by SDEdit (``sampler.edit``) with the
+        teacher (a distilled student only knows its own few steps from pure noise) at the teacher's settings; a
+        photo condition is the mix's mean photo."""
+        if settings.distilled:
+            settings = replace(self._student().teacher, output_scale=settings.output_scale)
+        photo = self.photo_prior.mean(weights) if self.photo_prior is not None else weights[:, :0]
+        condition = torch.cat([weights, photo], 1)
+        guide = self.guide if settings.autoguidance != 1.0 else None
+        return sampler.edit(self.denoiser, z, condition, settings, strength, noise, guide)
 
     def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor:
         # With a photo prior, each mix is scored at its mean photo embedding.

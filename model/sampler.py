@@ -181,3 +181,34 @@ def sample(
         else:
             x = ddim_step(denoiser, x, v, t, t_next)
     return s.output_scale * x * denoiser.z_scale + denoiser.z_mean
+
+
+def edit(
+    denoiser: LatentDiffusion,
+    z: Tensor,
+    condition: Tensor,
+    settings: SamplerSettings,
+    strength: float,
+    noise: Tensor,
+    guide: LatentDiffusion | None = None,
+) -> Tensor:
+    """SDEdit (Meng et al., ICLR 2022): latents z (n, latent_dim) noised with ``noise`` (n, latent_dim) to time
+    ``strength``, then deterministic DDIM back to 0 under ``condition`` with ``settings``' guidance, in
+    ``round(strength * settings.steps)`` steps (at least one). Strength 0 returns z; 1 forgets it and draws afresh;
+    in between the coarse layout (pose, framing, background) survives and the condition redraws the rest."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"the edit strength must lie in [0, 1], got {strength}")
+    if strength == 0.0:
+        return z
+    s = settings
+    breeds = denoiser.n_breeds
+    condition = torch.cat([mix_condition(condition[:, :breeds], s.mix_strength), condition[:, breeds:]], 1)
+    start = torch.tensor(strength, device=z.device)
+    alpha, sigma = denoiser.alpha_sigma(start)
+    x = alpha * denoiser.standardise(z) + sigma * noise
+    steps = max(1, round(strength * s.steps))
+    times = torch.linspace(strength, 0.0, steps + 1, device=z.device)
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        interrupt.check()
+        x = ddim_step(denoiser, x, velocity(denoiser, x, t, condition, s, guide), t, t_next)
+    return x * denoiser.z_scale + denoiser.z_mean

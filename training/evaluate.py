@@ -201,6 +201,29 @@ def mix_fidelity(
     return result
 
 
+def transfer_fidelity(
+    model: DogModel, photos: np.ndarray, breeds: torch.Tensor, strength: float, seed: int = 0, n: int = 200
+) -> dict[str, Any]:
+    """Whether a transfer changes the breed: ``n`` of the held-out ``photos`` (their ``breeds``), each transferred
+    (:func:`latent_ops.transfer` at ``strength``) to a random other breed; the share in which the identifier (the
+    independent judge) and the VAE's own head name that breed first."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(photos), generator=generator)[:n]
+    targets = (breeds[rows] + torch.randint(1, model.n_breeds, (len(rows),), generator=generator)) % model.n_breeds
+    transferred = torch.cat(
+        [
+            latent_ops.transfer(model, to_tensor(photos[i : i + 1]), torch.eye(model.n_breeds)[t], strength, seed + i)
+            for i, t in zip(rows.tolist(), targets.tolist(), strict=True)
+        ]
+    )
+    return {
+        "photos": len(rows),
+        "strength": strength,
+        "target_top1": recognised_share(model, transferred, targets),
+        "target_top1_vae_head": recognised_share(model, transferred, targets, head="vae"),
+    }
+
+
 def mix_comparison(
     model: DogModel, breeds: list[str], candidates: list[SamplerSettings], pairs: int = 6, seed: int = 0
 ) -> Image.Image:
@@ -325,6 +348,10 @@ def evaluate(
     metrics["mix_both_parents_top3"] = mixes["both_parents_top3"]
     metrics["mix_major_parent_first"] = mixes["major_parent_first"]
     metrics["mix_pure_parents_top3"] = mixes["pure_parents_top3"]
+    large = held_out_photos(card, all_photos, data).pixels
+    transfers = transfer_fidelity(model, large, labels, latent_ops.TRANSFER_STRENGTH, seed)
+    metrics["transfer_target_top1"] = transfers["target_top1"]
+    metrics["transfer_target_top1_vae_head"] = transfers["target_top1_vae_head"]
 
     if fid_samples > 0:
         fid = FID(dev)
@@ -393,7 +420,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="only whether mixes carry their parents (mix_fidelity), at the checkpoint's sampler settings or at "
         "every combination of --sweep's (one JSON line each), and the figure mix_comparison.png of six pairs",
     )
+    p.add_argument(
+        "--transfer-strengths",
+        default=None,
+        metavar="S1,S2",
+        help="only whether transfers change the breed (transfer_fidelity on 200 held-out photos) at these strengths "
+        "(one JSON line each)",
+    )
     args = p.parse_args(argv)
+    if args.transfer_strengths:
+        try:
+            strengths = [float(s) for s in args.transfer_strengths.split(",")]
+        except ValueError:
+            p.error("--transfer-strengths must be comma-separated numbers in [0, 1]")
+        if not all(0 <= s <= 1 for s in strengths):
+            p.error("--transfer-strengths must be comma-separated numbers in [0, 1]")
+        model, card = checkpoint.load(args.checkpoint, args.device)
+        breeds = [b["name"] for b in card["breeds"]]
+        val = held_out_photos(card, load_images(find_photos(args.data), PHOTO_SIZE, args.cache_dir), args.data)
+        labels = torch.tensor([breeds.index(b) for b in val.breeds])
+        rows = [transfer_fidelity(model, val.pixels, labels, s, args.seed) for s in strengths]
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        return {"transfer_fidelity": rows}
     if args.mixes_only:
         model, card = checkpoint.load(args.checkpoint, args.device)
         try:

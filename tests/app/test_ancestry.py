@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from model import latent_ops
 from tests.app.conftest import image_bytes, png_size
 
 
@@ -44,6 +45,21 @@ def test_transfer_returns_the_dog_as_another_breed(client: TestClient) -> None:
     # scale is a query parameter on every image endpoint; the form field it once was is refused, not ignored
     old_way = client.post("/transfer", files=photo(), data={"breeds": json.dumps({"samoyed": 1}), "scale": "2"})
     assert old_way.status_code == 422 and "query parameter" in old_way.json()["detail"]
+
+
+def test_transfer_strength_says_how_much_of_the_photo_is_redrawn(client: TestClient) -> None:
+    def transferred(query: str) -> bytes:
+        response = client.post(f"/transfer{query}", files=photo(), data={"breeds": json.dumps({"samoyed": 1})})
+        assert response.status_code == 200, response.text
+        return response.content
+
+    kept, default, forgotten = transferred("?strength=0"), transferred(""), transferred("?strength=1")
+    assert len({kept, default, forgotten}) == 3
+    # the redraw's noise is fixed: one answer per photo
+    assert transferred(f"?strength={latent_ops.TRANSFER_STRENGTH}") == default
+    for bad in ("1.5", "-0.1", "lots"):
+        response = client.post(f"/transfer?strength={bad}", files=photo(), data={"breeds": '{"samoyed": 1}'})
+        assert response.status_code == 422 and "strength" in response.text
 
 
 @pytest.mark.parametrize(

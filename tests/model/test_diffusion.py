@@ -44,6 +44,16 @@ def test_diffusion_prior_learns_each_breeds_latents(attention: bool, patch: int)
                 to_own = (samples - centres[breed]).norm(dim=1).median()
                 to_other = (samples - centres[1 - breed]).norm(dim=1).median()
                 assert to_own < 0.3 * to_other
+        # SDEdit: a latent of breed 0 redrawn as breed 1 stays where it was at a small strength, and lands among
+        # breed 1's latents at a large one (transfer changes the breed only as far as it is asked to).
+        z = centres[0] + 0.3 * torch.randn(50, 16)
+        settings = SamplerSettings(steps=16, guidance=1.0)
+        to_breed_1 = torch.eye(2)[[1] * 50]
+        assert torch.equal(prior.edit(z, to_breed_1, settings, 0.0, torch.randn(50, 16)), z)
+        for strength, lands_at in ((0.1, 0), (0.9, 1)):
+            edited = prior.edit(z, to_breed_1, settings, strength, torch.randn(50, 16))
+            distance = [(edited - centres[b]).norm(dim=1).median() for b in (0, 1)]
+            assert distance[lands_at] < 0.3 * distance[1 - lands_at], (strength, distance)
     vae = BreedVAE(VAEConfig(n_breeds=2, image_size=16, latent_dim=16, latent_channels=1, channels=(8, 8)))
     model = DogModel(vae, prior)
     for breed in (0, 1):

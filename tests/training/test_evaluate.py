@@ -145,3 +145,31 @@ def test_the_mix_figure_keeps_a_small_models_breeds_and_picks_the_named_ones_of_
     assert len(chosen) == 6 == len(set(chosen)) and chosen == sorted(chosen)
     assert {many.index("pug"), many.index("samoyed")} <= set(chosen)  # the figure breeds first, then others
     assert len(mix_grid_breeds(list(FIGURE_BREEDS) + many, most=4)) == 4  # more named breeds than room: the first
+
+
+def test_transfer_strengths_judge_transfers_to_other_breeds(
+    tiny_diffusion_checkpoint: Path, folders_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from model import latent_ops
+
+    asked: list[tuple[float, torch.Tensor]] = []
+    real_transfer = latent_ops.transfer
+
+    def transfer(model, images, weights, strength, seed):  # type: ignore[no-untyped-def]
+        asked.append((strength, weights))
+        return real_transfer(model, images, weights, strength, seed)
+
+    monkeypatch.setattr(latent_ops, "transfer", transfer)
+    flags = ["--data", str(folders_data), "--transfer-strengths", "0,1"]
+    rows = evaluate_main([str(tiny_diffusion_checkpoint), *flags])["transfer_fidelity"]
+    assert [r["strength"] for r in rows] == [0.0, 1.0]
+    assert all(0 <= r["target_top1"] <= 1 and 0 <= r["target_top1_vae_head"] <= 1 for r in rows)
+    n = rows[0]["photos"]
+    assert n > 0 and len(asked) == 2 * n and {s for s, _ in asked} == {0.0, 1.0}
+    assert all(w.sum() == 1 and w.max() == 1 for _, w in asked)  # one target breed per photo
+    # the same photos and targets at every strength
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(asked[:n], asked[n:], strict=True))
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tiny_diffusion_checkpoint), "--data", str(folders_data), "--transfer-strengths", "1.5"])

@@ -111,6 +111,13 @@ async def transfer(
     request: Request,
     breeds: str = Form(description='target breed weights as JSON, e.g. {"samoyed": 1}', examples=['{"samoyed": 1}']),
     scale: int = Query(1, ge=1, description="nearest-neighbour upscale, in the query as on every image endpoint"),
+    strength: float = Query(
+        latent_ops.TRANSFER_STRENGTH,
+        ge=0,
+        le=1,
+        description="how much of the photo is redrawn as the new breed: 0 keeps its latent as it is (only the "
+        "decoder's breed changes), 1 keeps nothing of the photo; in between the pose and framing stay",
+    ),
     scale_in_form: str | None = Form(None, alias="scale", include_in_schema=False),
 ) -> Response:
     if scale_in_form is not None:  # where it was once read: say so rather than ignore it
@@ -119,7 +126,7 @@ async def transfer(
     weights = service.weights(parse_breeds_field(breeds))
 
     def work() -> bytes:
-        images = latent_ops.transfer(service.model, photo_tensor(photo, service, settings), weights)
+        images = latent_ops.transfer(service.model, photo_tensor(photo, service, settings), weights, strength)
         return png_image(images, scale)
 
     return png_response(await service.run(work, "transfer", 1, request))
