@@ -95,6 +95,13 @@ def mix_condition(weights: Tensor, strength: float) -> Tensor:
     return torch.where(length > 0, weights * length.clamp_min(1e-12) ** -strength, weights)
 
 
+def scaled_condition(denoiser: LatentDiffusion, condition: Tensor, strength: float) -> Tensor:
+    """:func:`mix_condition` on a condition's breed weights; a photo condition after them (``model/photo_prior.py``)
+    is left as it is."""
+    breeds = denoiser.n_breeds
+    return torch.cat([mix_condition(condition[:, :breeds], strength), condition[:, breeds:]], 1)
+
+
 def classifier_free(v_cond: Tensor, v_uncond: Tensor, guidance: float, rescale: float = 0.0) -> Tensor:
     """Classifier-free guidance of (n, d) velocities, with guidance rescale (Lin et al. 2024)."""
     v = v_uncond + guidance * (v_cond - v_uncond)
@@ -164,8 +171,7 @@ def sample(
     if s.autoguidance != 1.0 and guide is None:
         raise ValueError(f"autoguidance {s.autoguidance:g} needs a guide, and this prior has none (set it to 1)")
     x, *fresh = noise.split(denoiser.z_mean.numel(), dim=1)
-    breeds = denoiser.n_breeds  # a photo condition after the breed weights (model/photo_prior.py) is not scaled
-    weights = torch.cat([mix_condition(weights[:, :breeds], s.mix_strength), weights[:, breeds:]], 1)
+    weights = scaled_condition(denoiser, weights, s.mix_strength)
     times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
         interrupt.check()
@@ -201,8 +207,7 @@ def edit(
     if strength == 0.0:
         return z
     s = settings
-    breeds = denoiser.n_breeds
-    condition = torch.cat([mix_condition(condition[:, :breeds], s.mix_strength), condition[:, breeds:]], 1)
+    condition = scaled_condition(denoiser, condition, s.mix_strength)
     start = torch.tensor(strength, device=z.device)
     alpha, sigma = denoiser.alpha_sigma(start)
     x = alpha * denoiser.standardise(z) + sigma * noise
