@@ -71,15 +71,11 @@ def describe_bodies(app: FastAPI) -> None:
 
 def document_model(app: FastAPI, settings: Settings, breeds: list[str], latent_dim: int) -> None:
     """Make ``app.openapi()`` carry the settings' limits and the loaded checkpoint's breeds and latent size."""
-
-    def plain() -> dict[str, Any]:
-        return with_own_bodies(app)
-
     maxima = limits(settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = plain()
+            schema = with_own_bodies(app)
             _complete(schema, maxima, breeds, latent_dim)
             app.openapi_schema = schema
         return app.openapi_schema

@@ -227,10 +227,9 @@ def transfer(
     then decoded with the mix. ``seed`` fixes the noise of the redraw. A Gaussian prior keeps z."""
     w = normalise_weights(weights.double()).float().expand(images.shape[0], -1)
     z = posterior_mean(model, images)
-    edit = getattr(model.prior, "edit", None)
-    if strength > 0 and edit is not None:
+    if strength > 0:
         eps = noise(len(z), z.shape[1], seed).to(model.device)
-        z = edit(z.to(model.device), w.to(model.device), model.sampling, strength, eps).cpu()
+        z = model.prior.edit(z.to(model.device), w.to(model.device), model.sampling, strength, eps).cpu()
     return decode(model, z, w)
 
 

@@ -41,6 +41,10 @@ class LatentPrior(Protocol):
 
     def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor: ...
 
+    def edit(self, z: Tensor, weights: Tensor, settings: SamplerSettings, strength: float, noise: Tensor) -> Tensor:
+        """Latents z (n, latent_dim) redrawn as the mix ``weights`` (``strength`` 0 keeps them, 1 redraws all)."""
+        ...
+
     def modules(self) -> dict[str, nn.Module]:
         """Its weights, by the state-dict prefix they are stored under next to the VAE's."""
         ...
@@ -61,6 +65,9 @@ class GaussianPrior:
 
     def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor:
         return self.vae.gaussian_log_density(z, weights)
+
+    def edit(self, z: Tensor, weights: Tensor, settings: SamplerSettings, strength: float, noise: Tensor) -> Tensor:
+        return z  # the Gaussians hold no picture of a dog to redraw towards: the decoder alone changes the breed
 
     def modules(self) -> dict[str, nn.Module]:
         return {}  # its buffers are the VAE's
@@ -134,16 +141,17 @@ class DiffusionPrior:
         photo condition is the mix's mean photo."""
         if settings.distilled:
             settings = replace(self._student().teacher, output_scale=settings.output_scale)
-        photo = self.photo_prior.mean(weights) if self.photo_prior is not None else weights[:, :0]
-        condition = torch.cat([weights, photo], 1)
         guide = self.guide if settings.autoguidance != 1.0 else None
-        return sampler.edit(self.denoiser, z, condition, settings, strength, noise, guide)
+        return sampler.edit(self.denoiser, z, self._at_mean_photo(weights), settings, strength, noise, guide)
 
     def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor:
-        # With a photo prior, each mix is scored at its mean photo embedding.
-        if self.photo_prior is not None:
-            weights = torch.cat([weights, self.photo_prior.mean(weights)], 1)
-        return -self.denoiser.denoising_error(z, weights, probes)
+        return -self.denoiser.denoising_error(z, self._at_mean_photo(weights), probes)
+
+    def _at_mean_photo(self, weights: Tensor) -> Tensor:
+        """The condition of breed weights where no photo is drawn: with a photo prior, the mix's mean photo."""
+        if self.photo_prior is None:
+            return weights
+        return torch.cat([weights, self.photo_prior.mean(weights)], 1)
 
     def modules(self) -> dict[str, nn.Module]:
         modules = {"latent_prior": self.denoiser}

@@ -317,9 +317,8 @@ def evaluate(
     ident, reliability = identification_report(model, all_photos, val_ids, breeds)
     confusion = ident.pop("confusion")
     metrics.update(ident)
-    metrics["identify_top1_at_sample_size"] = at_sample_size(
-        model, held_out_photos(card, all_photos, data).pixels, labels, image_size
-    )
+    held_out_large = held_out_photos(card, all_photos, data).pixels  # at the side the breed heads read
+    metrics["identify_top1_at_sample_size"] = at_sample_size(model, held_out_large, labels, image_size)
     plot_reliability(reliability, out / "reliability.png")
     # The same question answered in z alone, by Bayes' rule over the per-breed ex-post Gaussians.
     means = torch.cat(
@@ -348,8 +347,7 @@ def evaluate(
     metrics["mix_both_parents_top3"] = mixes["both_parents_top3"]
     metrics["mix_major_parent_first"] = mixes["major_parent_first"]
     metrics["mix_pure_parents_top3"] = mixes["pure_parents_top3"]
-    large = held_out_photos(card, all_photos, data).pixels
-    transfers = transfer_fidelity(model, large, labels, latent_ops.TRANSFER_STRENGTH, seed)
+    transfers = transfer_fidelity(model, held_out_large, labels, latent_ops.TRANSFER_STRENGTH, seed)
     metrics["transfer_target_top1"] = transfers["target_top1"]
     metrics["transfer_target_top1_vae_head"] = transfers["target_top1_vae_head"]
 
@@ -437,7 +435,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.error("--transfer-strengths must be comma-separated numbers in [0, 1]")
         model, card = checkpoint.load(args.checkpoint, args.device)
         breeds = [b["name"] for b in card["breeds"]]
-        val = held_out_photos(card, load_images(find_photos(args.data), PHOTO_SIZE, args.cache_dir), args.data)
+        side = max(model.vae.cfg.head_size, PHOTO_SIZE)  # as evaluate() reads them
+        val = held_out_photos(card, load_images(find_photos(args.data), side, args.cache_dir), args.data)
         labels = torch.tensor([breeds.index(b) for b in val.breeds])
         rows = [transfer_fidelity(model, val.pixels, labels, s, args.seed) for s in strengths]
         for row in rows:

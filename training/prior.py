@@ -263,11 +263,9 @@ def main(argv: list[str] | None = None) -> Path:
     if photo:  # the breed, then what the photo shows (its mirror image: what the mirror image shows)
         photo_features, mirror_features, val_features = photo
         photo_prior = PhotoPrior(args.photo_dim, n_breeds)
-        fitted = shuffled[n_stop:]
-        pairs = [(photo_features[fitted], train_y[fitted])]
-        if mirrored_z is not None:
-            pairs.append((mirror_features[fitted], train_y[fitted]))
-        photo_prior.fit(torch.cat([f for f, _ in pairs]), torch.cat([y for _, y in pairs]))
+        fitted = shuffled[n_stop:]  # the photos (and mirror images) the denoiser trains on
+        features = [photo_features[fitted]] + ([mirror_features[fitted]] if mirrored_z is not None else [])
+        photo_prior.fit(torch.cat(features), train_y[fitted].repeat(len(features)))
         model.prior.photo_prior = photo_prior.to(device)
         whiten = photo_prior.whiten
         mirrored_conditions = torch.cat([conditions, whiten(mirror_features.to(device)).cpu()], 1)
