@@ -213,24 +213,29 @@ class BreedWeight(BaseModel):
 
 
 class AncestryFit(BaseModel):
+    """How well the mix explains the photo, in the space it was weighed in (``by``)."""
+
     score: float = Field(
         ge=0,
         le=1,
         description="how typical the photo is for a dog of this mix: the chance that a "
-        "dog drawn from the mix lies at least as far from the mix's centre in latent space "
+        "dog drawn from the mix lies at least as far from the mix's centre "
         "(about 0.5 for a typical dog of the mix, near 0 when the mix does not explain the photo)",
     )
     mahalanobis: float = Field(
         ge=0,
-        description="the photo's latent's distance from the mix's centre, in units of "
-        "the mix's spread, per sqrt(latent dimension): about 1 for a typical dog of the mix",
+        description="the photo's distance from the mix's centre, in units of "
+        "the mix's spread, per sqrt(dimension): about 1 for a typical dog of the mix",
     )
-    log_density_mix: float = Field(description="log density of the photo's latent under the mix's prior")
-    log_density_best_breed: float = Field(description="... and under the most likely single breed's prior")
+    log_density_mix: float = Field(description="log density of the photo under the mix's Gaussian")
+    log_density_best_breed: float = Field(description="... and under the most likely single breed's")
 
 
 class AncestryResult(BaseModel):
     composition: list[BreedWeight] = Field(description="largest first; weights sum to 1")
+    by: Literal["identifier", "latent"] = Field(
+        description="the space the mix was weighed in: the breed identifier's view of the photo, or the latent"
+    )
     fit: AncestryFit
     dog_probability: float = Field(ge=0, le=1, description=DOG_PROBABILITY)
     looks_like_a_dog: bool = Field(description=LOOKS_LIKE_A_DOG.replace("breeds are", "composition is"))

@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench.ancestry                                  # default checkpoint, shares 1, 0.85, 0.7
     .venv/bin/python -m bench.ancestry --shares 0.7 --out runs/ancestry.json
+    .venv/bin/python -m bench.ancestry --by latent                      # the latent's answer, not the served one
 
 For every breed b and every share s, one dog is generated from the mix "s of b, 1 - s of the breed 14 places
 further on" and given to ``latent_ops.ancestry`` as a photo (``training.evaluate.ancestry_recovery``; its top-1
-at 0.7 is the evaluation's ``ancestry_recovery_top1``). Per share it reports how often the
+at 0.7 is the evaluation's ``ancestry_recovery_top1``, or ``_latent`` by the latent). Per share it reports how often the
 largest component comes back as the largest weight (top-1), how often it is anywhere in the answer, the mean
 weight it gets, and the seconds per ancestry call. Needs no data set: only the checkpoint.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from model import checkpoint
+from model import checkpoint, latent_ops
 from training.evaluate import ancestry_recovery
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         "--shares", default="1,0.85,0.7", help="comma-separated shares of the largest component, in (0.5, 1]"
     )
     p.add_argument("--max-breeds", type=int, default=3)
+    p.add_argument("--by", choices=latent_ops.ANCESTRY_SPACES, default=None, help="default: the served ancestry")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, _ = checkpoint.load(args.checkpoint, torch.device("cpu"))
-    rows = [ancestry_recovery(model, args.seed, s, args.max_breeds, not args.no_progress) for s in shares]
+    rows = [ancestry_recovery(model, args.seed, s, args.max_breeds, not args.no_progress, by=args.by) for s in shares]
     for row in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if args.out:

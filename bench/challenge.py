@@ -3,9 +3,10 @@
     .venv/bin/python -m bench.challenge   # prints JSON; writes docs/sample.png, docs/challenge.png
 
 Starts uvicorn on the checkpoint (``bench/server.py``), asks ``/identify`` and ``/ancestry`` about the
-challenge's two photos in ``../shared/questions`` (the photos are only uploaded, never written anywhere),
-and saves two *generated* figures for the README: 16 prior samples (``GET /sample?n=16&seed=0``) and, per photo,
-four dogs of its ancestry mix and four of its most likely breed (``POST /mix``, seeds 0-3).
+challenge's two photos in ``../shared/questions`` (the photos are only uploaded, never written anywhere; ancestry
+both as served, by the identifier, and by the latent), and saves two *generated* figures for the README: 16 prior
+samples (``GET /sample?n=16&seed=0``) and, per photo, four dogs of each ancestry mix and four of its most likely
+breed (``POST /mix``, seeds 0-3).
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ def ask(client: httpx.Client, photo: Path) -> dict[str, Any]:
         response.raise_for_status()
         return response
 
-    return {"identify": post("/identify?top_k=5").json(), "ancestry": post("/ancestry?max_breeds=3").json()}
+    return {
+        "identify": post("/identify?top_k=5").json(),
+        "ancestry": post("/ancestry?max_breeds=3").json(),
+        "ancestry_by_latent": post("/ancestry?max_breeds=3&by=latent").json(),
+    }
 
 
-CAPTION_HEIGHT, CELL_WIDTH = 30, 330  # px: two caption lines above each 2x2 grid of dogs
+CAPTION_HEIGHT, CELL_WIDTH = 30, 470  # px: two caption lines above each 2x2 grid of dogs (a 3-breed recipe fits)
 
 
 def dogs_of(client: httpx.Client, weights: dict[str, float]) -> Image.Image:
@@ -43,21 +48,19 @@ def dogs_of(client: httpx.Client, weights: dict[str, float]) -> Image.Image:
 
 
 def challenge_figure(client: httpx.Client, answers: dict[str, Any]) -> Image.Image:
-    """One row per photo: four dogs of its ancestry mix, then four of its most likely breed (generated only)."""
+    """One row per photo: four dogs of each ancestry mix, then four of its most likely breed (generated only)."""
     cells: list[list[tuple[str, str, Image.Image]]] = []
     for name, answer in answers.items():
-        mix = {part["breed"]: part["weight"] for part in answer["ancestry"]["composition"]}
+        row = []
+        for key in ("ancestry", "ancestry_by_latent"):
+            mix = {part["breed"]: part["weight"] for part in answer[key]["composition"]}
+            recipe = " + ".join(f"{b} {w:.2f}" for b, w in mix.items())
+            row.append((f"{name}: ancestry by the {answer[key]['by']}", recipe, dogs_of(client, mix)))
         top = answer["identify"]["breeds"][0]
-        recipe = " + ".join(f"{b} {w:.2f}" for b, w in mix.items())
-        cells.append(
-            [
-                (f"{name}: its ancestry mix", recipe, dogs_of(client, mix)),
-                (f"{name}: its most likely breed", f"{top['breed']} ({top['probability']:.2f})",
-                 dogs_of(client, {top["breed"]: 1.0})),
-            ]
-        )  # fmt: skip
+        detail = f"{top['breed']} ({top['probability']:.2f})"
+        cells.append([*row, (f"{name}: its most likely breed", detail, dogs_of(client, {top["breed"]: 1.0}))])
     height = max(image.height for row in cells for *_, image in row) + CAPTION_HEIGHT
-    figure = Image.new("RGB", (CELL_WIDTH * 2, height * len(cells)), "white")
+    figure = Image.new("RGB", (CELL_WIDTH * len(cells[0]), height * len(cells)), "white")
     draw = ImageDraw.Draw(figure)
     for r, row in enumerate(cells):
         for c, (title, detail, image) in enumerate(row):

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from model import trunk
 from model.imaging import at_side
+from model.photo_prior import PhotoPrior
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class IdentifierConfig:
     test_flip: bool = False  # average the photo's and its mirror image's probabilities (twice the time)
     temperature: float = 1.0  # logits are divided by it (fitted by training.identifier)
     dog_threshold: float = 0.5  # below this share of ImageNet's dog classes a photo "does not look like a dog"
+    embedding_dim: int = 0  # whitened numbers of the per-breed Gaussians over embeddings that ancestry uses (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,19 +41,22 @@ class IdentifierConfig:
 class PhotoReading:
     breed_probabilities: Tensor  # (n, n_breeds), calibrated
     dog_probability: Tensor  # (n,): the trunk's ImageNet probability mass on dog classes
+    embedding: Tensor | None = None  # (n, embedding_dim): the whitened embeddings, where the identifier has them
 
     def looks_like_a_dog(self, threshold: float) -> Tensor:
         return self.dog_probability >= threshold
 
 
 class BreedIdentifier(nn.Module):
-    """The frozen trunk plus a trained linear head. ``head`` holds the only weights a checkpoint stores."""
+    """The frozen trunk plus a trained linear head and, where ``cfg.embedding_dim``, a Gaussian per breed over the
+    whitened embeddings (``breed_space``, what ancestry weighs breed mixes in). A checkpoint stores those two."""
 
     def __init__(self, cfg: IdentifierConfig, backbone: trunk.EfficientNetLite0 | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.trunk = backbone if backbone is not None else trunk.load_trunk()
         self.head = nn.Linear(trunk.FEATURES, cfg.n_breeds)
+        self.breed_space = PhotoPrior(cfg.embedding_dim, cfg.n_breeds, trunk.FEATURES) if cfg.embedding_dim else None
         self.register_buffer("dog_classes", torch.tensor(trunk.DOG_CLASSES), persistent=False)
 
     def logits(self, features: Tensor) -> Tensor:
@@ -71,7 +76,9 @@ class BreedIdentifier(nn.Module):
         features = self.trunk.features(x)
         breeds = (self.logits(features) / self.cfg.temperature).softmax(-1)
         dog = self.dog_probability(features)
+        embedding = self.breed_space.whiten(features) if self.breed_space is not None else None
         if self.cfg.test_flip:
             n = len(images)
             breeds, dog = (breeds[:n] + breeds[n:]) / 2, (dog[:n] + dog[n:]) / 2
-        return PhotoReading(breeds.cpu(), dog.cpu())
+            embedding = (embedding[:n] + embedding[n:]) / 2 if embedding is not None else None
+        return PhotoReading(breeds.cpu(), dog.cpu(), embedding.cpu() if embedding is not None else None)

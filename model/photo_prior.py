@@ -21,6 +21,7 @@ from torch import Tensor, nn
 # Per-breed covariances are shrunk towards the pooled within-breed one by this many pseudo-photos: the smallest
 # breeds have ~130 embeddings (photos and their mirror images) for a 64 x 64 covariance.
 SHRINKAGE_PHOTOS = 64
+RIDGE = 1e-4  # against unit variance per whitened number: nothing on real data
 
 
 class PhotoPrior(nn.Module):
@@ -47,7 +48,8 @@ class PhotoPrior(nn.Module):
         values, vectors = torch.linalg.eigh(torch.cov((features - center).T))
         top = values.argsort(descending=True)[: self.dim]
         self.center.copy_(center)
-        self.projection.copy_((vectors[:, top] / values[top].clamp_min(1e-8).sqrt()).T)
+        # Directions with next to no spread (fewer photos than features) are not blown up by the whitening.
+        self.projection.copy_((vectors[:, top] / values[top].clamp_min(float(values.max()) * 1e-6).sqrt()).T)
         x = self.whiten(features.float()).double()
         n_breeds = len(self.breed_mean)
         counts = torch.bincount(breeds, minlength=n_breeds).double()
@@ -57,6 +59,7 @@ class PhotoPrior(nn.Module):
         scatter.index_add_(0, breeds, centred[:, :, None] * centred[:, None, :])
         pooled = scatter.sum(0) / (len(x) - n_breeds)
         covariance = (scatter + SHRINKAGE_PHOTOS * pooled) / (counts + SHRINKAGE_PHOTOS)[:, None, None]
+        covariance += RIDGE * torch.eye(self.dim, dtype=torch.float64)  # positive definite on few photos too
         self.breed_mean.copy_(means)
         self.breed_covariance.copy_(covariance)
 
@@ -68,9 +71,26 @@ class PhotoPrior(nn.Module):
         """(n, dim) standard normal noise and (n, n_breeds) weights -> embeddings of the mix: the breeds' means and
         covariances interpolated by weight (a new breed between its parents, not a coin toss between them). One
         noise gives the same place in every breed's distribution."""
+        mean, covariance = self.mix(weights)
+        return mean + torch.einsum("nij,nj->ni", torch.linalg.cholesky(covariance), noise)
+
+    def mix(self, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """(n, n_breeds) weights -> the mix's (n, dim) means and (n, dim, dim) covariances (interpolated by weight)."""
         w = _normalised(weights)
-        covariance = torch.einsum("nb,bij->nij", w, self.breed_covariance)
-        return w @ self.breed_mean + torch.einsum("nij,nj->ni", torch.linalg.cholesky(covariance), noise)
+        return w @ self.breed_mean, torch.einsum("nb,bij->nij", w, self.breed_covariance)
+
+    def log_density(self, x: Tensor, weights: Tensor) -> Tensor:
+        """Log density of whitened embeddings x (dim,) or (n, dim) under each row of (n, n_breeds) weights' mix."""
+        mean, covariance = self.mix(weights)
+        return torch.distributions.MultivariateNormal(mean, covariance).log_prob(x.expand_as(mean))
+
+    def distance(self, x: Tensor, weights: Tensor) -> Tensor:
+        """Squared Mahalanobis distances of x (dim,) or (n, dim) from each row of (n, n_breeds) weights' mix."""
+        mean, covariance = self.mix(weights)
+        whitened = torch.linalg.solve_triangular(
+            torch.linalg.cholesky(covariance), (x.expand_as(mean) - mean)[:, :, None], upper=False
+        )
+        return whitened.squeeze(-1).pow(2).sum(-1)
 
 
 def _normalised(weights: Tensor) -> Tensor:

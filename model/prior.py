@@ -167,6 +167,7 @@ class DiffusionPrior:
 
 
 IDENTIFIER_PREFIX = "identifier_head"
+BREED_SPACE_PREFIX = "identifier_breed_space"
 
 
 @dataclass
@@ -218,7 +219,7 @@ class DogModel:
         return self
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Every weight, the prior's and the identifier's head under their prefixes: the layout of
+        """Every weight, the prior's and the identifier's (head and breed space) under their prefixes: the layout of
         ``model.safetensors`` (the identifier's trunk is not stored: it comes from its package)."""
         state = dict(self.vae.state_dict())
         for prefix, module in self.stored_parts().items():
@@ -230,4 +231,6 @@ class DogModel:
         parts = dict(self.prior.modules())
         if self.identifier is not None:
             parts[IDENTIFIER_PREFIX] = self.identifier.head
+            if self.identifier.breed_space is not None:
+                parts[BREED_SPACE_PREFIX] = self.identifier.breed_space
         return parts

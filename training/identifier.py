@@ -7,7 +7,9 @@ The trunk (EfficientNet-Lite0, ``model/trunk.py``) reads every photo of the data
 px from the 128-px cached photo: view 0 is the whole photo, view 1 its mirror image, views 2.. random resized crops
 with random flips (seeded by photo and view). Its pooled embeddings are cached on disk (``--cache-dir``) for every
 photo, so another split or head reuses them; the head is then fitted in seconds: class-balanced cross-entropy
-(every breed weighs the same, whatever its photo count), AdamW, a fixed schedule.
+(every breed weighs the same, whatever its photo count), AdamW, a fixed schedule. The same embeddings, PCA-whitened
+to ``--embedding-dim`` numbers, give each breed a Gaussian (``model/photo_prior.py``): ancestry weighs breed mixes
+in that space.
 
 Three sets of photos are kept out of the head's training:
 
@@ -81,6 +83,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--dog-threshold", type=float, default=0.1, help="dog probability below which a photo is flagged")
     p.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=64,
+        help="whitened numbers of the per-breed Gaussians over the training photos' embeddings that ancestry weighs "
+        "mixes in (0: none, ancestry by the latent only)",
+    )
+    p.add_argument(
         "--test-flip", action="store_true", help="read each photo and its mirror image (no gain measured; 2x the time)"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -93,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--views must be at least 2, --epochs and --batch-size positive, --resolution at least 32")
     if not 0 < args.min_crop <= 1 or not 0 <= args.dog_threshold <= 1 or not 0 < args.calibration_share < 1:
         p.error("--min-crop must lie in (0, 1], --dog-threshold in [0, 1] and --calibration-share in (0, 1)")
+    if not 0 <= args.embedding_dim <= trunk.FEATURES:
+        p.error(f"--embedding-dim must lie in [0, {trunk.FEATURES}]")
     return args
 
 
@@ -266,6 +277,7 @@ def main(argv: list[str] | None = None) -> Path:
         image_size=args.resolution,
         test_flip=args.test_flip,
         dog_threshold=args.dog_threshold,
+        embedding_dim=args.embedding_dim,
     )
     identifier = BreedIdentifier(cfg, backbone).to(device)
 
@@ -278,6 +290,8 @@ def main(argv: list[str] | None = None) -> Path:
     labels = torch.tensor([index[b] for b in train.breeds]).repeat(args.views)
     history = train_head(identifier.head, features.float().to(device), labels.to(device), args)
     print(f"head: training loss {history[-1]['loss']:.3f}, top-1 {history[-1]['train_top1']:.3f}", flush=True)
+    if identifier.breed_space is not None:  # the same photos and views as the head
+        identifier.breed_space.fit(features.float(), labels)
 
     metrics: dict[str, Any] = {
         "training_photos": len(train.ids),

@@ -25,6 +25,20 @@ def test_ancestry_composition_is_on_the_simplex(client: TestClient) -> None:
     assert client.post("/ancestry?max_breeds=2", files=photo()).json() == body  # deterministic
 
 
+def test_ancestry_by_the_identifier_by_default_or_by_the_latent(client: TestClient) -> None:
+    default = client.post("/ancestry", files=photo()).json()
+    by_latent = client.post("/ancestry?by=latent", files=photo()).json()
+    assert default["by"] == "identifier" and by_latent["by"] == "latent"
+    assert client.post("/ancestry?by=identifier", files=photo()).json() == default
+    for body in (default, by_latent):
+        assert math.isclose(sum(c["weight"] for c in body["composition"]), 1.0, abs_tol=1e-4)
+        assert 0 <= body["fit"]["score"] <= 1 and body["fit"]["mahalanobis"] >= 0
+    image = client.post("/ancestry?by=latent&image=true", files=photo())
+    assert image.headers["x-ancestry-by"] == "latent"
+    wrong = client.post("/ancestry?by=dna", files=photo())
+    assert wrong.status_code == 422 and "identifier" in wrong.text and "latent" in wrong.text
+
+
 def test_ancestry_image(client: TestClient) -> None:
     response = client.post("/ancestry?image=true&scale=2", files=photo())
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"

@@ -65,6 +65,15 @@ def test_ancestry_is_a_sparse_deterministic_composition(model) -> None:
     assert first.mix_image.shape == (3, 64, 64)
 
 
+def test_ancestry_without_a_breed_space_is_by_the_latent(model) -> None:
+    photo = latent_ops.sample(model, 1, breed=1, seed=3)
+    assert latent_ops.ancestry(model, photo, max_breeds=2).by == "latent"
+    with pytest.raises(LatentOpError, match="by 'latent'"):
+        latent_ops.ancestry(model, photo, by="identifier")
+    with pytest.raises(LatentOpError, match="not 'dna'"):
+        latent_ops.ancestry(model, photo, by="dna")
+
+
 def test_transfer_keeps_the_pose(model) -> None:
     """The transferred dog is closer to the photo's reconstruction than random dogs of the target breed."""
     target = torch.tensor([0.0, 0.0, 1.0])

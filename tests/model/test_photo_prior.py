@@ -51,6 +51,45 @@ def test_sample_draws_each_breed_and_blends_mixes() -> None:
     )
 
 
+def test_log_density_and_distance_are_those_of_the_mixed_gaussian() -> None:
+    prior, features, _ = fitted_prior()
+    x = prior.whiten(features[:3])
+    weights = torch.tensor([[1.0, 0.0], [0.3, 0.7], [1.0, 1.0]])
+    mean = weights / weights.sum(1, keepdim=True) @ prior.breed_mean
+    covariance = torch.einsum("nb,bij->nij", weights / weights.sum(1, keepdim=True), prior.breed_covariance)
+    expected = torch.distributions.MultivariateNormal(mean, covariance)
+    assert torch.allclose(prior.log_density(x, weights), expected.log_prob(x), atol=1e-4)
+    squared = torch.einsum("ni,nij,nj->n", x - mean, torch.linalg.inv(covariance), x - mean)
+    assert torch.allclose(prior.distance(x, weights), squared, rtol=1e-4)
+    # One embedding against many mixes broadcasts.
+    assert prior.log_density(x[0], weights).shape == (3,)
+
+
+def test_breed_space_ancestry_recovers_a_known_mix() -> None:
+    """An embedding at the 70/30 mix of two of five breeds is answered as that mix, led by the 70 % breed."""
+    torch.manual_seed(0)
+    breeds = torch.arange(5000) % 5
+    features = torch.randn(5000, 24) + 4 * torch.nn.functional.one_hot(breeds, 24).float()
+    space = PhotoPrior(8, 5, features=24)
+    space.fit(features, breeds)
+    x = space.mean(torch.tensor([[0.0, 0.7, 0.0, 0.3, 0.0]]))[0]
+    weights = latent_ops.breed_space_weights(space, x, max_breeds=3)
+    assert int(weights.argmax()) == 1 and weights[3] > 0.15 and int((weights > 0).sum()) <= 3
+    assert abs(float(weights.sum()) - 1) < 1e-5
+    assert torch.equal(weights, latent_ops.breed_space_weights(space, x, max_breeds=3))  # deterministic
+    one = latent_ops.breed_space_weights(space, space.breed_mean[2], max_breeds=1)
+    assert torch.equal(one, torch.nn.functional.one_hot(torch.tensor(2), 5).float())
+
+
+def test_whitening_a_few_photos_stays_finite() -> None:
+    """Fewer photos than features (a tiny data set) leave directions without spread: no blow-up, a usable density."""
+    torch.manual_seed(0)
+    features, breeds = torch.randn(12, 40), torch.arange(12) % 3
+    space = PhotoPrior(16, 3, features=40)
+    space.fit(features, breeds)
+    assert torch.isfinite(space.log_density(space.whiten(features[:1])[0], torch.eye(3))).all()
+
+
 def test_a_zero_photo_condition_leaves_a_carried_on_prior_unchanged() -> None:
     """The photo condition starts at zero, so a breed-only denoiser carried on with it (training.prior --prior-from)
     predicts what it did before its first step."""

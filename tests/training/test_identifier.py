@@ -25,12 +25,19 @@ def test_the_identifier_checkpoint_keeps_everything_else(
     assert all(
         torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items() if k in source.state_dict()
     )
-    assert set(model.state_dict()) - set(source.state_dict()) == {"identifier_head.weight", "identifier_head.bias"}
+    added = set(model.state_dict()) - set(source.state_dict())
+    space = {f"identifier_breed_space.{k}" for k in ("center", "projection", "breed_mean", "breed_covariance")}
+    assert added == {"identifier_head.weight", "identifier_head.bias"} | space
+    assert model.identifier.breed_space.dim == card["identifier"]["embedding_dim"] == 64
     metrics = card["stages"][-1]["metrics"]
     assert metrics["temperature"] > 0 and metrics["held_out"]["photos"] == len(card["split"]["validation_ids"])
     evaluation = card["evaluation"]
     for key in ("identify_top1", "identify_ece", "identify_vae_head_top1", "generated_breed_top1_vae_head"):
         assert 0 <= evaluation[key] <= 1
+    # Ancestry as served (by the identifier) and by the latent beside it, on its own mixes and on held-out photos.
+    assert evaluation["ancestry_by"] == "identifier"
+    for key in ("ancestry_recovery_top1", "ancestry_photos_top1"):
+        assert 0 <= evaluation[key] <= 1 and 0 <= evaluation[f"{key}_latent"] <= 1
     assert evaluation["not_dog_images"] >= 4 and (identifier_checkpoint / "eval" / "reliability.png").is_file()
 
 

@@ -89,11 +89,13 @@ def test_the_default_recipe_names_every_stage_of_the_committed_checkpoint() -> N
     names = ["vae", "prior", "breed_head", "guide", "sampling", "student", "reader", "identifier", "evaluate"]
     assert [s.name for s in stages] == names
     card = checkpoint.read_card(ROOT / "checkpoints" / "dogs120")
-    # mix_strength was set by a second, single-candidate sampling stage (the recipe's comment says so).
+    # mix_strength was set by a second, single-candidate sampling stage, and the breed space by a second identifier
+    # stage on the committed checkpoint (the recipe's comments say so).
     assert [s["command"] for s in card["stages"]] == [
         "training", "training.prior", "training.breed_head", "training.sampling", "training.sampling",
-        "training.distill", "training.reader", "training.identifier",
+        "training.distill", "training.reader", "training.identifier", "training.identifier",
     ]  # fmt: skip
+    assert card["stages"][-1]["args"]["embedding_dim"] == card["identifier"]["embedding_dim"] == 64
     assert card["stages"][4]["rows"] == [] and card["stages"][4]["chosen"]["mix_strength"] == 2
     candidates = {
         name: [float(v) for v in values.split(",")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -36,6 +37,12 @@ async def ancestry(
     settings: SettingsDep,
     request: Request,
     max_breeds: int = Query(3, ge=1, le=10, description="at most this many breeds in the composition"),
+    by: Literal["identifier", "latent"] | None = Query(
+        None,
+        description="identifier (the default where the checkpoint has it): the mix whose real photos, as the "
+        "breed identifier sees them, are most like this one; latent: the mix under whose prior the photo's latent "
+        "is likeliest, i.e. whose generated dogs look most like it to the model",
+    ),
     image: bool = Query(False, description="return a dog of the mix (PNG, seed 0) instead of JSON"),
     scale: int = Query(1, ge=1),
 ) -> AncestryResult | Response:
@@ -43,7 +50,7 @@ async def ancestry(
 
     def work() -> tuple[latent_ops.Ancestry, latent_ops.Identification, bytes | None]:
         x = photo_tensor(photo, service, settings)
-        result = latent_ops.ancestry(service.model, x, max_breeds, sampling=service.sampling)
+        result = latent_ops.ancestry(service.model, x, max_breeds, sampling=service.sampling, by=by)
         found = latent_ops.identify(service.model, x, 1)[0]
         return result, found, png_image(result.mix_image[None], scale) if image else None
 
@@ -58,10 +65,16 @@ async def ancestry(
     if data is not None:
         header = ", ".join(f"{b.breed}={b.weight:.3f}" for b in composition)
         return png_response(
-            data, headers={"X-Composition": header, "X-Looks-Like-A-Dog": str(found.looks_like_a_dog).lower()}
+            data,
+            headers={
+                "X-Composition": header,
+                "X-Ancestry-By": result.by,
+                "X-Looks-Like-A-Dog": str(found.looks_like_a_dog).lower(),
+            },
         )
     return AncestryResult(
         composition=composition,
+        by=result.by,
         fit=AncestryFit(
             score=result.fit,
             mahalanobis=result.mahalanobis,
