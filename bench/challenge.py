@@ -38,7 +38,7 @@ def ask(client: httpx.Client, photo: Path) -> dict[str, Any]:
     }
 
 
-CAPTION_HEIGHT, CELL_WIDTH = 30, 470  # px: two caption lines above each 2x2 grid of dogs (a 3-breed recipe fits)
+CAPTION_HEIGHT, CELL_WIDTH = 60, 290  # px: four caption lines (a title, a breed a line) above each 2x2 grid of dogs
 
 
 def dogs_of(client: httpx.Client, weights: dict[str, float]) -> Image.Image:
@@ -54,7 +54,7 @@ def challenge_figure(client: httpx.Client, answers: dict[str, Any]) -> Image.Ima
         row = []
         for key in ("ancestry", "ancestry_by_latent"):
             mix = {part["breed"]: part["weight"] for part in answer[key]["composition"]}
-            recipe = " + ".join(f"{b} {w:.2f}" for b, w in mix.items())
+            recipe = "\n+ ".join(f"{b} {w:.2f}" for b, w in mix.items())
             row.append((f"{name}: ancestry by the {answer[key]['by']}", recipe, dogs_of(client, mix)))
         top = answer["identify"]["breeds"][0]
         detail = f"{top['breed']} ({top['probability']:.2f})"
