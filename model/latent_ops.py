@@ -276,6 +276,8 @@ class Ancestry:
     mahalanobis: float  # the photo's Mahalanobis distance from the mix's centre, per sqrt(dimension)
     log_density_mix: float  # log density of the photo under the mix's Gaussian (in that space)
     log_density_best_breed: float  # ... and under the single most likely breed's
+    dog_probability: float  # the photo read once for both: see :class:`Identification`
+    looks_like_a_dog: bool
 
 
 def chi_square_tail(squared: float, d: int) -> float:
@@ -403,7 +405,7 @@ def ancestry_weights(
 # Ancestry by the identifier: the breeds whose Gaussians over the trunk's whitened embeddings (model/photo_prior.py;
 # a mix's mean and covariance interpolated by weight) explain the photo's embedding best. The ``SPACE_CANDIDATES``
 # (at least ``max_breeds``) breeds of highest density alone are weighted jointly, the ``max_breeds`` heaviest kept
-# and weighted again (``SPACE_FIT_STEPS`` Adam steps each; 0.17 s a call with the trunk, one core). The default names
+# and weighted again (``SPACE_FIT_STEPS`` Adam steps each; 0.18 s a call with the trunk, one core). The default names
 # the breed of 300 held-out photos first for 70.0 %, by the latent 3.3 % (training.evaluate, docs/experiments.md).
 SPACE_CANDIDATES = 8
 SPACE_FIT_STEPS = 60
@@ -452,11 +454,12 @@ def ancestry(
     by = by or ("identifier" if space is not None else "latent")
     if by not in ANCESTRY_SPACES:
         raise LatentOpError(f"ancestry is by 'identifier' or 'latent', not {by!r}")
+    if by == "identifier" and space is None:
+        raise LatentOpError("this checkpoint's identifier has no breed space: ask for ancestry by 'latent'")
     device = model.device
+    reading = read_photos(model, image)
     if by == "identifier":
-        if space is None:
-            raise LatentOpError("this checkpoint's identifier has no breed space: ask for ancestry by 'latent'")
-        x = read_photos(model, image).embedding[0].to(device)
+        x = reading.embedding[0].to(device)
         w = breed_space_weights(space, x, max_breeds)
         with torch.inference_mode():
             single = space.log_density(x, torch.eye(model.n_breeds, device=device))
@@ -480,6 +483,8 @@ def ancestry(
         mahalanobis=distance,
         log_density_mix=float(mixed),
         log_density_best_breed=float(single.max()),
+        dog_probability=float(reading.dog_probability[0]),
+        looks_like_a_dog=bool(reading.dog_probability[0] >= dog_threshold(model)),
     )
 
 

@@ -48,13 +48,12 @@ async def ancestry(
 ) -> AncestryResult | Response:
     check_limits(settings, 1, scale, service.image_size)
 
-    def work() -> tuple[latent_ops.Ancestry, latent_ops.Identification, bytes | None]:
+    def work() -> tuple[latent_ops.Ancestry, bytes | None]:
         x = photo_tensor(photo, service, settings)
         result = latent_ops.ancestry(service.model, x, max_breeds, sampling=service.sampling, by=by)
-        found = latent_ops.identify(service.model, x, 1)[0]
-        return result, found, png_image(result.mix_image[None], scale) if image else None
+        return result, png_image(result.mix_image[None], scale) if image else None
 
-    result, found, data = await service.run(work, "ancestry", 1, request)
+    result, data = await service.run(work, "ancestry", 1, request)
     composition = sorted(
         (
             BreedWeight(breed=service.breeds[i], weight=float(result.weights[i]))
@@ -69,7 +68,7 @@ async def ancestry(
             headers={
                 "X-Composition": header,
                 "X-Ancestry-By": result.by,
-                "X-Looks-Like-A-Dog": str(found.looks_like_a_dog).lower(),
+                "X-Looks-Like-A-Dog": str(result.looks_like_a_dog).lower(),
             },
         )
     return AncestryResult(
@@ -81,7 +80,7 @@ async def ancestry(
             log_density_mix=result.log_density_mix,
             log_density_best_breed=result.log_density_best_breed,
         ),
-        **dog_check(found.dog_probability, found.looks_like_a_dog),
+        **dog_check(result.dog_probability, result.looks_like_a_dog),
     )
 
 
