@@ -11,6 +11,9 @@ al. 2022, is that blending image embeddings blends what the images show).
 The embedding is the trunk's (``model/trunk.py``) pooled features of a real photo, reduced by PCA to ``dim``
 whitened numbers fitted on the training photos. Only real photos are ever embedded: sampling draws embeddings from
 the per-breed Gaussians and never runs the trunk on a generated dog.
+
+The same distribution, fitted by ``training.identifier``, is the breed identifier's ``breed_space``: ancestry asks
+which mix's Gaussian best explains an uploaded photo's embedding (``model.latent_ops.breed_space_weights``).
 """
 
 from __future__ import annotations
