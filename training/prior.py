@@ -23,6 +23,10 @@ cores, or a GPU (``--device``). Writes ``prior-metrics.jsonl`` (one line per ``-
 ``figures/samples-prior.png`` (8 samples per breed).
 Resumable (``--resume``) from its last check: every check leaves the weights, their average, the best so far and the
 optimizer's moments in ``resume.safetensors``, so a run longer than a session goes on in the next one.
+
+On a machine without the photos or the checkpoint (a lent GPU, ``docs/gpu.md``): ``--pack`` trains on the latents
+``python -m training.pack`` wrote, and without ``--init-from`` writes the denoiser alone; back here,
+``--init-from CHECKPOINT --denoiser-from FOLDER`` writes the checkpoint with it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from model import checkpoint, latent_ops, trunk
@@ -45,6 +50,7 @@ from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.imaging import labelled_rows
 from model.photo_prior import PhotoPrior
 from model.prior import DiffusionPrior, DogModel
+from model.sampler import SamplerSettings
 from training import identifier
 from training.common import (
     RESUME_STATE,
@@ -60,15 +66,28 @@ from training.common import (
 )
 from training.data import balanced_indices, find_photos, held_out_photos, limit_per_breed, load_images, training_ids
 from training.losses import denoising_loss
+from training.pack import encoder_digest, read_pack
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.prior", description=__doc__.split("\n")[0])
-    p.add_argument("--init-from", type=Path, required=True, help="a checkpoint made by python -m training")
     p.add_argument(
-        "--data", type=Path, nargs="+", required=True, help="the data folders that checkpoint was trained on"
+        "--init-from",
+        type=Path,
+        default=None,
+        help="a checkpoint made by python -m training (left out with --pack: the denoiser alone is written)",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint")
+    p.add_argument("--data", type=Path, nargs="+", default=None, help="the data folders that checkpoint was trained on")
+    p.add_argument(
+        "--pack", type=Path, default=None, help="train on this latent pack (python -m training.pack) instead of --data"
+    )
+    p.add_argument(
+        "--denoiser-from",
+        type=Path,
+        default=None,
+        help="train nothing: write --init-from's checkpoint with the denoiser a --pack run without it wrote here",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder for the new checkpoint (or denoiser)")
     p.add_argument(
         "--prior-from",
         type=Path,
@@ -137,16 +156,81 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--stop-fraction must lie between 0 and 1")
     if not 0 <= args.ema < 1:
         p.error("--ema must lie in [0, 1)")
+    if args.denoiser_from is not None:
+        if args.init_from is None:
+            p.error("--denoiser-from needs --init-from: the checkpoint the denoiser goes into")
+    elif (args.data is None) == (args.pack is None):
+        p.error("give the photos (--data) or a latent pack (--pack), one of them")
+    elif args.init_from is None and args.pack is None:
+        p.error("--init-from is needed with --data: its encoder makes the latents")
+    if args.pack is not None and args.photo_dim:
+        p.error("--photo-dim needs the photos (--data): a pack holds latents only")
     return args
 
 
 # What makes two invocations the same run: a resumed run must agree on all of these, and may change the rest
 # (device, threads, patience, where it stops).
 RUN_ARGS = (
-    "init_from", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch", "photo_dim",
-    "ema", "no_flip", "log_every", "stop_fraction", "seed",
+    "init_from", "pack", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch",
+    "photo_dim", "ema", "no_flip", "log_every", "stop_fraction", "seed",
 )  # fmt: skip
 METRICS_FILE = "prior-metrics.jsonl"
+DENOISER_CARD = "denoiser.json"
+DENOISER_FORMAT = "vae-dogs-denoiser/1"
+SHARD_BYTES = 15 * 2**20  # a file brought back from a lent GPU may hold at most 16 MiB
+
+
+def save_denoiser(denoiser: LatentDiffusion, about: dict[str, Any], folder: Path) -> None:
+    """The denoiser alone (a --pack run without a checkpoint): its weights in files of at most ``SHARD_BYTES`` and
+    ``denoiser.json`` (its config, the encoder its latents came from, the stage's record)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("denoiser-*.safetensors"):
+        old.unlink()
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in denoiser.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        if shards[-1] and size + tensor.nbytes > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += tensor.nbytes
+    for i, shard in enumerate(shards):
+        save_file(shard, str(folder / f"denoiser-{i:02d}.safetensors"))
+    card = {"format": DENOISER_FORMAT, "config": denoiser.cfg.to_dict(), **about}
+    checkpoint.atomic_write_json(folder / DENOISER_CARD, card)
+
+
+def attach_denoiser(args: argparse.Namespace, device: torch.device) -> Path:
+    """``--init-from``'s checkpoint with the denoiser in ``--denoiser-from`` as its prior (the guide and student
+    dropped: they were made for another), written to ``--out`` with its sample figure."""
+    source, card = checkpoint.load(args.init_from, device)
+    card_path = args.denoiser_from / DENOISER_CARD
+    if not card_path.is_file():
+        raise SystemExit(f"--denoiser-from: no {DENOISER_CARD} in {args.denoiser_from}")
+    about = json.loads(card_path.read_text())
+    if about.get("format") != DENOISER_FORMAT or about.get("encoder") != encoder_digest(source.vae):
+        raise SystemExit(f"--denoiser-from: {args.denoiser_from} was not trained on the latents of {args.init_from}")
+    denoiser = LatentDiffusion(
+        DiffusionConfig.from_dict(about["config"]), source.n_breeds, source.vae.cfg.latent_shape
+    ).to(device)
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(args.denoiser_from.glob("denoiser-*.safetensors")):
+        state |= load_file(str(shard))
+    denoiser.load_state_dict(state)
+    sampling = replace(source.sampling, autoguidance=1.0, distilled=False)
+    model = DogModel(source.vae, DiffusionPrior(denoiser), sampling, source.identifier).eval()
+    checkpoint.save(model, next_card(card, about["stage"]), args.out)
+    write_sample_figure(model, card, args.out)
+    print(f"wrote {args.out}: {args.init_from} with the denoiser of {args.denoiser_from}", flush=True)
+    return args.out
+
+
+def write_sample_figure(model: DogModel, card: dict[str, Any], out: Path) -> None:
+    breeds = [b["name"] for b in card["breeds"]]
+    (out / "figures").mkdir(exist_ok=True)
+    samples = torch.cat([latent_ops.sample(model, 8, breed=b, seed=b) for b in range(len(breeds))])
+    labelled_rows(samples, breeds, columns=8).save(out / "figures" / "samples-prior.png")
 
 
 def noise_seed(seed: int, step: int) -> int:
@@ -219,17 +303,23 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    source, card = checkpoint.load(args.init_from, device)
-    if not source.vae.cfg.breed_embed_dim:
+    if args.denoiser_from is not None:
+        return attach_denoiser(args, device)
+    source, card = checkpoint.load(args.init_from, device) if args.init_from else (None, {})
+    pack = read_pack(args.pack) if args.pack else None
+    if source is not None and not source.vae.cfg.breed_embed_dim:
         raise SystemExit(
             f"{args.init_from} is a plain VAE (--plain); a learned prior is for the breed-conditional model"
         )
-    sampling = source.sampling
+    if source is not None and pack is not None and pack.encoder != encoder_digest(source.vae):
+        raise SystemExit(f"--pack: {args.pack} holds the latents of another encoder than {args.init_from}'s")
+    n_breeds = source.n_breeds if source is not None else len(pack.breeds)
+    sampling = source.sampling if source is not None else SamplerSettings()
     torch.manual_seed(args.seed)
     denoiser = LatentDiffusion(
         DiffusionConfig(args.channels, args.blocks, args.attention, args.patch, args.photo_dim),
-        source.n_breeds,
-        source.vae.cfg.latent_shape,
+        n_breeds,
+        source.vae.cfg.latent_shape if source is not None else pack.latent_shape,
     ).to(device)
     if args.prior_from:
         other, _ = checkpoint.load(args.prior_from, device)
@@ -245,19 +335,24 @@ def main(argv: list[str] | None = None) -> Path:
         sampling = other.sampling
     # A new prior drops any guide and student: both were made for another.
     sampling = replace(sampling, autoguidance=1.0, distilled=False)
-    model = DogModel(source.vae, DiffusionPrior(denoiser), sampling, source.identifier)
-    model.eval()
+    # Without a checkpoint (a lent GPU with a pack) there is no model to write: the denoiser alone is.
+    model = DogModel(source.vae, DiffusionPrior(denoiser), sampling, source.identifier) if source else None
+    if model is not None:
+        model.eval()
 
-    with torch.no_grad():
-        train_z, train_y, val_z, val_y, mirrored_z, *photo = split_latents(
-            model, card, args.data, args.cache_dir, device, not args.no_flip, photo_features=args.photo_dim > 0
-        )
+    if pack is not None:
+        train_z, train_y, val_z, val_y = pack.train_z, pack.train_y, pack.val_z, pack.val_y
+        mirrored_z, photo = (None if args.no_flip else pack.mirrored_z), []
+    else:
+        with torch.no_grad():
+            train_z, train_y, val_z, val_y, mirrored_z, *photo = split_latents(
+                model, card, args.data, args.cache_dir, device, not args.no_flip, photo_features=args.photo_dim > 0
+            )
     # Early stopping: the prior overfits the latents within a few thousand steps. A slice of the *training*
     # latents picks the step, so the checkpoint's held-out photos stay unseen until evaluation.
     generator = torch.Generator().manual_seed(args.seed)
     shuffled = torch.randperm(len(train_z), generator=generator)
     n_stop = max(1, int(args.stop_fraction * len(train_z)))
-    n_breeds = source.n_breeds
     conditions = F.one_hot(train_y, n_breeds).float()
     mirrored_conditions, val_conditions = conditions, F.one_hot(val_y, n_breeds).float()
     if photo:  # the breed, then what the photo shows (its mirror image: what the mirror image shows)
@@ -276,11 +371,13 @@ def main(argv: list[str] | None = None) -> Path:
     if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
         train_z, train_y = torch.cat([train_z, mirrored_z[shuffled[n_stop:]]]), torch.cat([train_y, train_y])
         train_w = torch.cat([train_w, mirrored_conditions[shuffled[n_stop:]]])
+    train_z, train_w = train_z.to(device), train_w.to(device)  # all of it on a GPU: no copy a step
     if not args.prior_from:  # a prior carried on keeps the standardisation its weights were trained with
-        denoiser.fit_standardisation(train_z.to(device))
+        denoiser.fit_standardisation(train_z)
     n_params = sum(p.numel() for p in denoiser.parameters())
     print(
-        f"{len(train_z)} training / {n_stop} early-stopping / {len(val_z)} held-out latents of {args.init_from}; "
+        f"{len(train_z)} training / {n_stop} early-stopping / {len(val_z)} held-out latents of "
+        f"{args.pack or args.init_from}; "
         f"prior: {n_params:,} parameters on {device}",
         flush=True,
     )
@@ -291,11 +388,15 @@ def main(argv: list[str] | None = None) -> Path:
     stage = {"command": "training.prior", "args": command_args(args), "git_commit": git_commit()}
 
     def save(best_step: int) -> None:
-        """Write the checkpoint with the best averaged weights so far; training goes on from its own."""
+        """Write the checkpoint (or the denoiser) with the best averaged weights so far; training goes on from its
+        own."""
         own = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
         denoiser.load_state_dict(best[2])
-        new_card = next_card(card, stage | {"best_step": best_step, "history": history})
-        checkpoint.save(model, new_card, args.out)
+        record = stage | {"best_step": best_step, "history": history}
+        if model is None:
+            save_denoiser(denoiser, {"encoder": pack.encoder, "stage": record}, args.out)
+        else:
+            checkpoint.save(model, next_card(card, record), args.out)
         denoiser.load_state_dict(own)
 
     checks_since_best, first_step = 0, 0
@@ -341,7 +442,8 @@ def main(argv: list[str] | None = None) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=200)
         idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-        loss, _ = denoising_loss(denoiser, train_z[idx].to(device), train_w[idx].to(device))
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):  # bf16 on a GPU
+            loss, _ = denoising_loss(denoiser, train_z[idx].to(device), train_w[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -390,11 +492,9 @@ def main(argv: list[str] | None = None) -> Path:
                 break
     save(best[1])
     denoiser.load_state_dict(best[2])
-    model.eval()
-    breeds = [b["name"] for b in card["breeds"]]
-    (args.out / "figures").mkdir(exist_ok=True)
-    samples = torch.cat([latent_ops.sample(model, 8, breed=b, seed=b) for b in range(n_breeds)])
-    labelled_rows(samples, breeds, columns=8).save(args.out / "figures" / "samples-prior.png")
+    if model is not None:
+        model.eval()
+        write_sample_figure(model, card, args.out)
     kept = next(e for e in history if e["step"] == best[1])
     print(
         f"wrote {args.out}: kept step {best[1]} of {history[-1]['step']}, denoising error of the held-out photos' "
