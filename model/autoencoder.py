@@ -183,9 +183,12 @@ class BreedHead(nn.Module):
         self.dropout = nn.Dropout(cfg.classifier_dropout)
         self.fc = nn.Linear(in_ch, cfg.n_breeds)
 
+    def features(self, x: Tensor) -> Tensor:
+        """(n, 3, S, S) images in [0, 1] -> (n, channels) pooled features, what the breed logits are read from."""
+        return self.trunk(x * 2 - 1).mean(dim=(2, 3))
+
     def forward(self, x: Tensor) -> Tensor:
-        h = self.trunk(x * 2 - 1).mean(dim=(2, 3))
-        return self.fc(self.dropout(h))
+        return self.fc(self.dropout(self.features(x)))
 
 
 class BreedVAE(nn.Module):

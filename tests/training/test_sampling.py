@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ def choose(source: Path, data: Path, out: Path, cache_dir: Path, *flags: str) ->
             str(data),
             "--out",
             str(out),
-            "--fid-samples",
+            "--samples",
             "6",
             "--cache-dir",
             str(cache_dir),
@@ -28,7 +29,7 @@ def choose(source: Path, data: Path, out: Path, cache_dir: Path, *flags: str) ->
     )
 
 
-def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(
+def test_the_setting_nearest_the_training_photos_in_the_breed_heads_features_is_written(
     tiny_diffusion_checkpoint: Path, folders_data: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "tuned"
@@ -40,7 +41,9 @@ def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(
         (g, 2, e) for g in (1.0, 3.0) for e in (0.0, 1.0)
     ]
     assert {r["reference"] for r in rows} == {"training"}
-    best = min(rows, key=lambda r: r["fid_prior_samples"])
+    assert all(r["fd_breed_head"] >= 0 and 0 <= r["generated_breed_top1_vae_head"] <= 1 for r in rows)
+    assert not any("fid_prior_samples" in r for r in rows)  # no ImageNet network scores generated dogs here
+    best = min(rows, key=lambda r: r["fd_breed_head"])
     model, card = checkpoint.load(out)
     source, source_card = checkpoint.load(tiny_diffusion_checkpoint)
     assert model.sampling.to_dict() == best["sampling"] == stage["chosen"]
@@ -48,6 +51,19 @@ def test_the_setting_with_the_lowest_fid_against_training_photos_is_written(
     assert card["weights_sha256"] == source_card["weights_sha256"]  # only the settings changed
     assert "evaluation" in source_card and "evaluation" not in card  # measured at the old settings
     assert card["stages"][:-1] == source_card["stages"] and card["stages"][-1]["rows"] == rows
+
+
+def test_the_frechet_distance_is_zero_for_one_distribution_and_grows_with_a_shift() -> None:
+    from training.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 8))
+    stats = {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
+    assert abs(frechet_distance(stats, stats)) < 1e-6
+    shifted = {"mu": stats["mu"] + 2.0, "sigma": stats["sigma"]}
+    assert frechet_distance(stats, shifted) == pytest.approx(8 * 4.0, rel=1e-6)  # |shift|^2, covariances equal
+    wider = {"mu": stats["mu"], "sigma": 4 * stats["sigma"]}
+    assert frechet_distance(stats, wider) == pytest.approx(np.trace(stats["sigma"]), rel=1e-4)  # (1 - 2)^2 tr(S)
 
 
 def test_one_candidate_is_written_as_given_without_measuring(tiny_diffusion_checkpoint: Path, tmp_path: Path) -> None:
@@ -138,8 +154,8 @@ def test_an_autoguidance_guide_is_attached_weighed_and_written(
     )
     rows = stage["rows"]
     assert [r["sampling"]["autoguidance"] for r in rows] == [1.0, 3.0]
-    assert rows[0]["fid_prior_samples"] != rows[1]["fid_prior_samples"]  # weight 3 moves the samples
-    best = min(rows, key=lambda r: r["fid_prior_samples"])
+    assert rows[0]["fd_breed_head"] != rows[1]["fd_breed_head"]  # weight 3 moves the samples
+    best = min(rows, key=lambda r: r["fd_breed_head"])
     model, card = checkpoint.load(out)
     guide_model, _ = checkpoint.load(guide)
     assert model.sampling.autoguidance == best["sampling"]["autoguidance"]
