@@ -55,6 +55,7 @@ from training.fid import (
     training_reference,
 )
 from training.identification import PHOTO_SIZE, at_sample_size, identification_report, plot_reliability
+from training.identifier import IMAGENET_VAL_PREFIX
 from training.losses import LossWeights, held_out_metrics
 
 
@@ -367,6 +368,13 @@ def evaluate(
         metrics[f"ancestry_recovery_top1{suffix}"] = ancestry_recovery(model, seed, by=by)["top1"]
         metrics[f"ancestry_photos_top1{suffix}"] = ancestry_of_photos(model, held_out_large, labels, by, seed)
     metrics["ancestry_by"] = served
+    # ... and as served on ImageNet's validation photos, which neither the trunk nor the breed space has seen.
+    imagenet_val = all_photos.select(sorted(i for i in all_photos.ids if i.startswith(IMAGENET_VAL_PREFIX)))
+    if imagenet_val.ids:
+        val_labels = torch.tensor([breed_index[b] for b in imagenet_val.breeds])
+        metrics["ancestry_imagenet_val_top1"] = ancestry_of_photos(
+            model, imagenet_val.pixels, val_labels, served, seed, n=len(imagenet_val.ids)
+        )
     mixes = mix_fidelity(model, seed=seed)
     metrics["mix_both_parents_top3"] = mixes["both_parents_top3"]
     metrics["mix_major_parent_first"] = mixes["major_parent_first"]

@@ -70,6 +70,11 @@ def test_imagenet_validation_photos_never_train_the_head(
         calibration >= 3
         and metrics["training_photos"] == n_photos - len(card["split"]["validation_ids"]) - calibration - renamed
     )
+    # The evaluation asks the served ancestry about the same photos apart (never seen by the trunk or breed space).
+    from training.evaluate import evaluate
+
+    evaluation = evaluate(out, data, tmp_path / "eval", fid_samples=0, cache_dir=cache_dir, update_card=False)
+    assert evaluation["ancestry_by"] == "identifier" and 0 <= evaluation["ancestry_imagenet_val_top1"] <= 1
 
 
 def test_the_calibration_photos_are_the_same_share_of_every_breed() -> None:
