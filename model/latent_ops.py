@@ -435,6 +435,12 @@ def breed_space_weights(space: PhotoPrior, x: Tensor, max_breeds: int = 3) -> Te
     return (w / w.sum()).cpu()
 
 
+def served_ancestry(model: DogModel) -> str:
+    """The space :func:`ancestry` weighs mixes in when not told: the identifier's where it has a breed space."""
+    has_space = model.identifier is not None and model.identifier.breed_space is not None
+    return "identifier" if has_space else "latent"
+
+
 def ancestry(
     model: DogModel,
     image: Tensor,
@@ -451,7 +457,7 @@ def ancestry(
     (:func:`ancestry_weights`, ``steps``): the mix whose generated dogs look most like it to the model. Either way
     the dog of the mix is drawn with ``sampling`` (seed 0) and the fit is the photo's typicality in that space."""
     space = model.identifier.breed_space if model.identifier is not None else None
-    by = by or ("identifier" if space is not None else "latent")
+    by = by or served_ancestry(model)
     if by not in ANCESTRY_SPACES:
         raise LatentOpError(f"ancestry is by 'identifier' or 'latent', not {by!r}")
     if by == "identifier" and space is None:

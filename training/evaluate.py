@@ -362,7 +362,7 @@ def evaluate(
     metrics["generated_breed_top1_vae_head"] = recognised_share(model, samples, sample_breeds, head="vae")
     # Ancestry as served and, where that is the identifier's, by the latent beside it: on the model's own mixes and
     # on held-out photos.
-    served = latent_ops.ancestry(model, to_tensor(held_out_large[:1])).by
+    served = latent_ops.served_ancestry(model)
     for by in dict.fromkeys((served, "latent")):
         suffix = "" if by == served else f"_{by}"
         metrics[f"ancestry_recovery_top1{suffix}"] = ancestry_recovery(model, seed, by=by)["top1"]

@@ -201,6 +201,13 @@ def save_denoiser(denoiser: LatentDiffusion, about: dict[str, Any], folder: Path
     checkpoint.atomic_write_json(folder / DENOISER_CARD, card)
 
 
+def with_new_prior(source: DogModel, denoiser: LatentDiffusion, sampling: SamplerSettings) -> DogModel:
+    """``source`` with ``denoiser`` as its prior, in eval mode. A new prior drops any guide and student (both were
+    made for another), so it samples with the teacher and no autoguidance."""
+    sampling = replace(sampling, autoguidance=1.0, distilled=False)
+    return DogModel(source.vae, DiffusionPrior(denoiser), sampling, source.identifier).eval()
+
+
 def attach_denoiser(args: argparse.Namespace, device: torch.device) -> Path:
     """``--init-from``'s checkpoint with the denoiser in ``--denoiser-from`` as its prior (the guide and student
     dropped: they were made for another), written to ``--out`` with its sample figure."""
@@ -218,8 +225,7 @@ def attach_denoiser(args: argparse.Namespace, device: torch.device) -> Path:
     for shard in sorted(args.denoiser_from.glob("denoiser-*.safetensors")):
         state |= load_file(str(shard))
     denoiser.load_state_dict(state)
-    sampling = replace(source.sampling, autoguidance=1.0, distilled=False)
-    model = DogModel(source.vae, DiffusionPrior(denoiser), sampling, source.identifier).eval()
+    model = with_new_prior(source, denoiser, source.sampling)
     checkpoint.save(model, next_card(card, about["stage"]), args.out)
     write_sample_figure(model, card, args.out)
     print(f"wrote {args.out}: {args.init_from} with the denoiser of {args.denoiser_from}", flush=True)
@@ -333,12 +339,8 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(f"--prior-from: {args.prior_from} has no diffusion prior of this architecture")
         denoiser.load_state_dict(other.prior.denoiser.state_dict(), strict=theirs.photo_dim == denoiser.cfg.photo_dim)
         sampling = other.sampling
-    # A new prior drops any guide and student: both were made for another.
-    sampling = replace(sampling, autoguidance=1.0, distilled=False)
     # Without a checkpoint (a lent GPU with a pack) there is no model to write: the denoiser alone is.
-    model = DogModel(source.vae, DiffusionPrior(denoiser), sampling, source.identifier) if source else None
-    if model is not None:
-        model.eval()
+    model = with_new_prior(source, denoiser, sampling) if source else None
 
     if pack is not None:
         train_z, train_y, val_z, val_y = pack.train_z, pack.train_y, pack.val_z, pack.val_y
