@@ -5,13 +5,15 @@
         --out docs/plain-vs-final.png
 
 Each row is one breed (or 50/50 mix), with ``--columns`` samples from each checkpoint, one panel per
-checkpoint, left to right; a row a checkpoint cannot draw (a breed it does not know) is grey in its panel. Only
-generated images: no photo is read.
+checkpoint, left to right; a transfer row (``--transfers golden_retriever>samoyed``) shows half as many generated dogs
+of the first breed, then the same dogs transferred to the second (``/transfer``'s default strength). A row a
+checkpoint cannot draw (a breed it does not know) is grey in its panel. Only generated images: no photo is read.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from model import checkpoint, latent_ops
 from model.imaging import grid
+from model.prior import DogModel
 
 DEFAULT_BREEDS = ["beagle", "german_shepherd", "golden_retriever", "samoyed", "newfoundland", "dingo"]
 DEFAULT_MIXES = ["beagle+samoyed", "golden_retriever+newfoundland", "chihuahua+malamute"]
@@ -32,6 +35,22 @@ def breed_weights(names: list[str], spec: str) -> torch.Tensor:
             raise SystemExit(f"unknown breed {part!r}; known: {', '.join(names)}")
         weights[names.index(part)] += 1.0
     return weights / weights.sum()
+
+
+def row_images(model: DogModel, names: list[str], spec: str, columns: int, seed: int) -> torch.Tensor:
+    """A row's ``columns`` images: samples of a breed or 50/50 mix, or (``a>b``) dogs of ``a`` then the same dogs
+    transferred to ``b`` (a grey cell closes an odd row)."""
+    if ">" not in spec:
+        return latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed)
+    source, target = spec.split(">")
+    dogs = latent_ops.mix(model, breed_weights(names, source), n=max(1, columns // 2), seed=seed)
+    moved = latent_ops.transfer(model, dogs, breed_weights(names, target), seed=seed)
+    side = model.vae.cfg.image_size
+    return torch.cat([dogs, moved, torch.full((columns - 2 * len(dogs), 3, side, side), 0.85)])[:columns]
+
+
+def breeds_of(spec: str) -> list[str]:
+    return re.split(r"[+>]", spec)
 
 
 LABEL_WIDTH, HEADER, GAP = 230, 28, 20  # px: row labels on the left, panel titles on top, space between panels
@@ -51,18 +70,16 @@ def side_by_side(
     loaded = [checkpoint.load(folder) for folder in folders]
     known = [[b["name"] for b in card["breeds"]] for _, card in loaded]
     everyone = sorted(set().union(*known))
-    for part in (part for spec in rows for part in spec.split("+")):
+    for part in (part for spec in rows for part in breeds_of(spec)):
         if part not in everyone:
             raise SystemExit(f"unknown breed {part!r}; known: {', '.join(everyone)}")
     panels = []
     for (model, _), names in zip(loaded, known, strict=True):
         side = model.vae.cfg.image_size
-        drawable = [all(part in names for part in spec.split("+")) for spec in rows]
+        drawable = [all(part in names for part in breeds_of(spec)) for spec in rows]
         images = torch.cat(
             [
-                latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed + i)
-                if ok
-                else torch.full((columns, 3, side, side), 0.85)
+                row_images(model, names, spec, columns, seed + i) if ok else torch.full((columns, 3, side, side), 0.85)
                 for i, (spec, ok) in enumerate(zip(rows, drawable, strict=True))
             ]
         )
@@ -100,6 +117,9 @@ def side_by_side(
     row_height = panels[0].height / len(rows)
     for i, spec in enumerate(rows):
         label = spec.replace("+", " + ") + (" (50/50)" if "+" in spec else "")
+        if ">" in spec:
+            source, target = spec.split(">")
+            label = f"{source}, then to {target}"
         draw.text((6, HEADER + int((i + 0.5) * row_height) - 6), label, fill="black")
     return figure
 
@@ -110,6 +130,11 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     p.add_argument("--breeds", default=",".join(DEFAULT_BREEDS), help="comma-separated breeds, one row each")
     p.add_argument("--mixes", default=",".join(DEFAULT_MIXES), help="comma-separated a+b pairs, one 50/50 row each")
+    p.add_argument(
+        "--transfers",
+        default="",
+        help="comma-separated a>b pairs, one row each: generated dogs of a, then the same dogs transferred to b",
+    )
     p.add_argument("--columns", type=int, default=6, help="samples per row and checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--titles", default=None, help="comma-separated panel titles, one per checkpoint")
@@ -122,7 +147,9 @@ def main(argv: list[str] | None = None) -> Path:
         "that is no longer kept; same --breeds, --mixes and --columns)",
     )
     args = p.parse_args(argv)
-    rows = [r for r in args.breeds.split(",") + args.mixes.split(",") if r]
+    rows = [r for r in args.breeds.split(",") + args.mixes.split(",") + args.transfers.split(",") if r]
+    if any(spec.count(">") > 1 or (">" in spec and "+" in spec) for spec in rows):
+        raise SystemExit("a transfer is two breeds, a>b")
     titles = args.titles.split(",") if args.titles else None
     if titles is not None and len(titles) != len(args.checkpoints):
         raise SystemExit(f"{len(titles)} titles for {len(args.checkpoints)} checkpoints")

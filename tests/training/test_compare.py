@@ -56,3 +56,28 @@ def test_a_breed_one_checkpoint_does_not_know_is_a_grey_row_in_its_panel(tmp_pat
 
         assert grey_share((0, half + 4, first.width, first.height - 4)) > 0.7  # its samoyed row: grey and a note
         assert grey_share((0, 4, first.width, half - 4)) < 0.05  # its beagles are drawn
+
+
+def test_a_transfer_row_shows_generated_dogs_then_the_same_dogs_as_the_other_breed(
+    tmp_path: Path, tiny_diffusion_checkpoint: Path
+) -> None:
+    import torch
+
+    from model import checkpoint, latent_ops
+    from training.compare import breed_weights, row_images
+
+    model, card = checkpoint.load(tiny_diffusion_checkpoint)
+    names = [b["name"] for b in card["breeds"]]
+    row = row_images(model, names, "beagle>samoyed", 5, seed=3)
+    dogs = latent_ops.mix(model, breed_weights(names, "beagle"), n=2, seed=3)
+    assert row.shape[0] == 5 and torch.equal(row[:2], dogs)
+    assert torch.equal(row[2:4], latent_ops.transfer(model, dogs, breed_weights(names, "samoyed"), seed=3))
+    assert not torch.equal(row[2:4], dogs) and (row[4] == 0.85).all()  # moved; an odd row ends grey
+    out = compare(
+        [str(tiny_diffusion_checkpoint), "--out", str(tmp_path / "t.png"), "--breeds", "beagle", "--mixes", ""]
+        + ["--transfers", "beagle>samoyed", "--columns", "4"]
+    )
+    with Image.open(out) as figure:
+        assert 28 + 2 * 128 <= figure.height < 28 + 3 * 128  # two rows of 64-px dogs at scale 2 under the header
+    with pytest.raises(SystemExit, match="two breeds"):
+        compare([str(tiny_diffusion_checkpoint), "--out", str(tmp_path / "x.png"), "--transfers", "beagle>pug>samoyed"])
