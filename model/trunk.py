@@ -103,16 +103,12 @@ class EfficientNetLite0(nn.Module):
         self._bn1 = _bn(FEATURES)
         self._fc = nn.Linear(FEATURES, 1000)
 
-    def feature_map(self, images: Tensor) -> Tensor:
-        """(n, 1280, h, w): the embedding before pooling, a cell per 32 pixels (class activation maps)."""
+    def features(self, images: Tensor) -> Tensor:
         x = (images * 255 - PIXEL_MEAN) / PIXEL_STD
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
-
-    def features(self, images: Tensor) -> Tensor:
-        return self.feature_map(images).mean((2, 3))
+        return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
 
     def classify(self, features: Tensor) -> Tensor:
         return self._fc(features)

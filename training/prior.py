@@ -51,7 +51,7 @@ from model.imaging import labelled_rows
 from model.photo_prior import PhotoPrior
 from model.prior import DiffusionPrior, DogModel
 from model.sampler import SamplerSettings
-from training import crops, identifier
+from training import identifier
 from training.common import (
     RESUME_STATE,
     command_args,
@@ -115,11 +115,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "each training photo, drawn per breed when sampling (model/photo_prior.py; 0: the breed alone)",
     )
     p.add_argument(
-        "--dog-crops",
-        action="store_true",
-        help="train on the square around the dog in each photo (training/crops.py) instead of the whole photo",
-    )
-    p.add_argument(
         "--ema",
         type=float,
         default=0.999,
@@ -168,8 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("give the photos (--data) or a latent pack (--pack), one of them")
     elif args.init_from is None and args.pack is None:
         p.error("--init-from is needed with --data: its encoder makes the latents")
-    if args.pack is not None and (args.photo_dim or args.dog_crops):
-        p.error("--photo-dim and --dog-crops need the photos (--data): a pack holds latents only")
+    if args.pack is not None and args.photo_dim:
+        p.error("--photo-dim needs the photos (--data): a pack holds latents only")
     return args
 
 
@@ -177,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # (device, threads, patience, where it stops).
 RUN_ARGS = (
     "init_from", "pack", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch",
-    "photo_dim", "dog_crops", "ema", "no_flip", "log_every", "stop_fraction", "seed",
+    "photo_dim", "ema", "no_flip", "log_every", "stop_fraction", "seed",
 )  # fmt: skip
 METRICS_FILE = "prior-metrics.jsonl"
 DENOISER_CARD = "denoiser.json"
@@ -258,18 +253,15 @@ def split_latents(
     device: torch.device,
     mirrored: bool,
     photo_features: bool = False,
-    dog_crops: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Posterior means and breed indices of the checkpoint's training and held-out photos, and (``mirrored``)
     the posterior means of the training photos' mirror images, row for row; with ``photo_features`` also the
-    pretrained trunk's embeddings of the training photos, of their mirror images and of the held-out photos;
-    ``dog_crops``: of the squares around the photos' dogs (``training/crops.py``) instead of the whole photos."""
+    pretrained trunk's embeddings of the training photos, of their mirror images and of the held-out photos."""
     breeds = [b["name"] for b in card["breeds"]]
     photos = limit_per_breed(find_photos(data), (card.get("data") or {}).get("max_per_breed"))
     if photos.breeds != breeds:
         raise SystemExit(f"{data} has breeds {photos.breeds}, but the checkpoint was trained on {breeds}")
-    size = model.vae.cfg.image_size
-    images = crops.dog_centred(photos, size, device, cache_dir) if dog_crops else load_images(photos, size, cache_dir)
+    images = load_images(photos, model.vae.cfg.image_size, cache_dir)
     val = held_out_photos(card, images, data)
     train = images.select(training_ids(card, images))
     index = {b: i for i, b in enumerate(breeds)}
@@ -356,14 +348,7 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         with torch.no_grad():
             train_z, train_y, val_z, val_y, mirrored_z, *photo = split_latents(
-                model,
-                card,
-                args.data,
-                args.cache_dir,
-                device,
-                not args.no_flip,
-                photo_features=args.photo_dim > 0,
-                dog_crops=args.dog_crops,
+                model, card, args.data, args.cache_dir, device, not args.no_flip, photo_features=args.photo_dim > 0
             )
     # Early stopping: the prior overfits the latents within a few thousand steps. A slice of the *training*
     # latents picks the step, so the checkpoint's held-out photos stay unseen until evaluation.
