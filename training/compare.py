@@ -37,16 +37,20 @@ def breed_weights(names: list[str], spec: str) -> torch.Tensor:
     return weights / weights.sum()
 
 
+def grey_cells(n: int, side: int) -> torch.Tensor:
+    """``n`` empty (light grey) cells: a row a checkpoint cannot draw, or the end of an odd transfer row."""
+    return torch.full((n, 3, side, side), 0.85)
+
+
 def row_images(model: DogModel, names: list[str], spec: str, columns: int, seed: int) -> torch.Tensor:
-    """A row's ``columns`` images: samples of a breed or 50/50 mix, or (``a>b``) dogs of ``a`` then the same dogs
-    transferred to ``b`` (a grey cell closes an odd row)."""
+    """A row's ``columns`` images: samples of a breed or 50/50 mix, or (``a>b``, at least 2 columns) dogs of ``a``
+    then the same dogs transferred to ``b`` (a grey cell closes an odd row)."""
     if ">" not in spec:
         return latent_ops.mix(model, breed_weights(names, spec), n=columns, seed=seed)
     source, target = spec.split(">")
-    dogs = latent_ops.mix(model, breed_weights(names, source), n=max(1, columns // 2), seed=seed)
+    dogs = latent_ops.mix(model, breed_weights(names, source), n=columns // 2, seed=seed)
     moved = latent_ops.transfer(model, dogs, breed_weights(names, target), seed=seed)
-    side = model.vae.cfg.image_size
-    return torch.cat([dogs, moved, torch.full((columns - 2 * len(dogs), 3, side, side), 0.85)])[:columns]
+    return torch.cat([dogs, moved, grey_cells(columns % 2, model.vae.cfg.image_size)])
 
 
 def breeds_of(spec: str) -> list[str]:
@@ -79,7 +83,7 @@ def side_by_side(
         drawable = [all(part in names for part in breeds_of(spec)) for spec in rows]
         images = torch.cat(
             [
-                row_images(model, names, spec, columns, seed + i) if ok else torch.full((columns, 3, side, side), 0.85)
+                row_images(model, names, spec, columns, seed + i) if ok else grey_cells(columns, side)
                 for i, (spec, ok) in enumerate(zip(rows, drawable, strict=True))
             ]
         )
@@ -100,7 +104,7 @@ def side_by_side(
             raise SystemExit(
                 f"the earlier figure's first panel does not match ours ({panels[0].width}x{panels[0].height} px "
                 f"under a {HEADER} px title, then a {GAP} px white gap): make both with the same "
-                "--breeds, --mixes and --columns"
+                "--breeds, --mixes and --columns (and --transfers)"
             )
         kept = earlier.crop((LABEL_WIDTH, 0, end, earlier.height))
     width = LABEL_WIDTH + sum(p.width + GAP for p in panels) + (kept.width + GAP if kept else 0)
@@ -116,10 +120,10 @@ def side_by_side(
         x += panel.width + GAP
     row_height = panels[0].height / len(rows)
     for i, spec in enumerate(rows):
-        label = spec.replace("+", " + ") + (" (50/50)" if "+" in spec else "")
         if ">" in spec:
-            source, target = spec.split(">")
-            label = f"{source}, then to {target}"
+            label = "{}, then to {}".format(*spec.split(">"))
+        else:
+            label = spec.replace("+", " + ") + (" (50/50)" if "+" in spec else "")
         draw.text((6, HEADER + int((i + 0.5) * row_height) - 6), label, fill="black")
     return figure
 
@@ -144,12 +148,14 @@ def main(argv: list[str] | None = None) -> Path:
         default=None,
         metavar="FIGURE",
         help="an earlier figure of this command: its first panel goes on the left (for a checkpoint "
-        "that is no longer kept; same --breeds, --mixes and --columns)",
+        "that is no longer kept; same --breeds, --mixes, --transfers and --columns)",
     )
     args = p.parse_args(argv)
     rows = [r for r in args.breeds.split(",") + args.mixes.split(",") + args.transfers.split(",") if r]
     if any(spec.count(">") > 1 or (">" in spec and "+" in spec) for spec in rows):
         raise SystemExit("a transfer is two breeds, a>b")
+    if args.transfers and args.columns < 2:
+        raise SystemExit("a transfer row needs --columns 2 or more: the dogs, then the same dogs transferred")
     titles = args.titles.split(",") if args.titles else None
     if titles is not None and len(titles) != len(args.checkpoints):
         raise SystemExit(f"{len(titles)} titles for {len(args.checkpoints)} checkpoints")
