@@ -29,6 +29,16 @@ def resolve_device(device_arg: str) -> torch.device:
     return torch.device(device_arg)
 
 
+def bf16_autocast(device: torch.device) -> torch.autocast:
+    """Mixed precision for a training step's passes (the weights and the optimizer stay float32): bfloat16 on a GPU,
+    and on a CPU that computes it natively (AVX-512 BF16 or AMX: about twice as fast as float32 for the denoiser on
+    this project's 2 cores), float32 elsewhere, where emulated bfloat16 would be slower."""
+    native = device.type == "cuda" or (
+        device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    )
+    return torch.autocast(device.type, torch.bfloat16, enabled=native)
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)

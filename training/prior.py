@@ -54,6 +54,7 @@ from model.sampler import SamplerSettings
 from training import identifier
 from training.common import (
     RESUME_STATE,
+    bf16_autocast,
     command_args,
     git_commit,
     load_resume_state,
@@ -444,7 +445,7 @@ def main(argv: list[str] | None = None) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=200)
         idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):  # bf16 on a GPU
+        with bf16_autocast(device):
             loss, _ = denoising_loss(denoiser, train_z[idx].to(device), train_w[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

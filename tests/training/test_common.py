@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from model.sampler import SamplerSettings
-from training.common import lr_at, settings_grid
+from training.common import bf16_autocast, lr_at, settings_grid
 
 
 def test_a_grid_is_every_combination_over_the_base_settings() -> None:
@@ -32,3 +33,14 @@ def test_the_learning_rate_warms_up_then_decays_to_a_tenth() -> None:
     assert lr_at(0, 1000, 1.0, warmup=10) == pytest.approx(0.1)
     assert lr_at(10, 1000, 1.0, warmup=10) == pytest.approx(1.0)
     assert lr_at(1000, 1000, 1.0, warmup=10) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, enabled", [(True, False, True), (False, True, True), (False, False, False)])
+def test_training_steps_run_in_bf16_where_the_cpu_computes_it(
+    avx512_bf16: bool, amx: bool, enabled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Emulated bfloat16 is slower than float32: a CPU without it trains in float32."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    context = bf16_autocast(torch.device("cpu"))
+    assert context._enabled is enabled and context.fast_dtype == torch.bfloat16
