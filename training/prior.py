@@ -25,8 +25,9 @@ Resumable (``--resume``) from its last check: every check leaves the weights, th
 optimizer's moments in ``resume.safetensors``, so a run longer than a session goes on in the next one.
 
 On a machine without the photos or the checkpoint (a lent GPU, ``docs/gpu.md``): ``--pack`` trains on the latents
-``python -m training.pack`` wrote, and without ``--init-from`` writes the denoiser alone; back here,
-``--init-from CHECKPOINT --denoiser-from FOLDER`` writes the checkpoint with it.
+``python -m training.pack`` wrote (and with ``--photo-dim`` on the photo condition its ``--photo-dim`` put in),
+and without ``--init-from`` writes the denoiser alone (with its ``PhotoPrior``); back here, ``--init-from
+CHECKPOINT --denoiser-from FOLDER`` writes the checkpoint with it.
 """
 
 from __future__ import annotations
@@ -164,8 +165,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("give the photos (--data) or a latent pack (--pack), one of them")
     elif args.init_from is None and args.pack is None:
         p.error("--init-from is needed with --data: its encoder makes the latents")
-    if args.pack is not None and args.photo_dim:
-        p.error("--photo-dim needs the photos (--data): a pack holds latents only")
     return args
 
 
@@ -178,12 +177,16 @@ RUN_ARGS = (
 METRICS_FILE = "prior-metrics.jsonl"
 DENOISER_CARD = "denoiser.json"
 DENOISER_FORMAT = "vae-dogs-denoiser/1"
+PHOTO_PRIOR_FILE = "photo-prior.safetensors"  # beside a photo-conditioned denoiser: what its conditions are drawn from
 SHARD_BYTES = 15 * 2**20  # a file brought back from a lent GPU may hold at most 16 MiB
 
 
-def save_denoiser(denoiser: LatentDiffusion, about: dict[str, Any], folder: Path) -> None:
-    """The denoiser alone (a --pack run without a checkpoint): its weights in files of at most ``SHARD_BYTES`` and
-    ``denoiser.json`` (its config, the encoder its latents came from, the stage's record)."""
+def save_denoiser(
+    denoiser: LatentDiffusion, about: dict[str, Any], folder: Path, photo_prior: PhotoPrior | None = None
+) -> None:
+    """The denoiser alone (a --pack run without a checkpoint): its weights in files of at most ``SHARD_BYTES``,
+    ``denoiser.json`` (its config, the encoder its latents came from, the stage's record) and, for a
+    photo-conditioned one, its ``PhotoPrior`` (``PHOTO_PRIOR_FILE``)."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("denoiser-*.safetensors"):
         old.unlink()
@@ -198,6 +201,9 @@ def save_denoiser(denoiser: LatentDiffusion, about: dict[str, Any], folder: Path
         size += tensor.nbytes
     for i, shard in enumerate(shards):
         save_file(shard, str(folder / f"denoiser-{i:02d}.safetensors"))
+    if photo_prior is not None:
+        photo = {k: v.cpu().contiguous() for k, v in photo_prior.state_dict().items()}
+        save_file(photo, str(folder / PHOTO_PRIOR_FILE))
     card = {"format": DENOISER_FORMAT, "config": denoiser.cfg.to_dict(), **about}
     checkpoint.atomic_write_json(folder / DENOISER_CARD, card)
 
@@ -227,6 +233,11 @@ def attach_denoiser(args: argparse.Namespace, device: torch.device) -> Path:
         state |= load_file(str(shard))
     denoiser.load_state_dict(state)
     model = with_new_prior(source, denoiser, source.sampling)
+    if denoiser.cfg.photo_dim:
+        photo = load_file(str(args.denoiser_from / PHOTO_PRIOR_FILE))
+        model.prior.photo_prior = PhotoPrior(denoiser.cfg.photo_dim, source.n_breeds, photo["projection"].shape[1])
+        model.prior.photo_prior.load_state_dict(photo)
+        model.prior.photo_prior.to(device)
     checkpoint.save(model, next_card(card, about["stage"]), args.out)
     write_sample_figure(model, card, args.out)
     print(f"wrote {args.out}: {args.init_from} with the denoiser of {args.denoiser_from}", flush=True)
@@ -238,6 +249,27 @@ def write_sample_figure(model: DogModel, card: dict[str, Any], out: Path) -> Non
     (out / "figures").mkdir(exist_ok=True)
     samples = torch.cat([latent_ops.sample(model, 8, breed=b, seed=b) for b in range(len(breeds))])
     labelled_rows(samples, breeds, columns=8).save(out / "figures" / "samples-prior.png")
+
+
+def early_stopping_split(n: int, generator: torch.Generator, stop_fraction: float) -> tuple[torch.Tensor, int]:
+    """A random order of the n training latents; its first ``n_stop`` pick the step, the rest are trained on."""
+    return torch.randperm(n, generator=generator), max(1, int(stop_fraction * n))
+
+
+def fit_photo_prior(
+    dim: int,
+    n_breeds: int,
+    photo_features: torch.Tensor,
+    mirror_features: torch.Tensor | None,
+    breeds: torch.Tensor,
+    fitted: torch.Tensor,
+) -> PhotoPrior:
+    """The photo condition's whitening and per-breed Gaussians, fitted on the rows ``fitted`` of the training photos'
+    trunk embeddings (and of their mirror images' where those are trained on too)."""
+    features = [photo_features[fitted]] + ([mirror_features[fitted]] if mirror_features is not None else [])
+    photo_prior = PhotoPrior(dim, n_breeds)
+    photo_prior.fit(torch.cat(features), breeds[fitted].repeat(len(features)))
+    return photo_prior
 
 
 def noise_seed(seed: int, step: int) -> int:
@@ -346,6 +378,13 @@ def main(argv: list[str] | None = None) -> Path:
     if pack is not None:
         train_z, train_y, val_z, val_y = pack.train_z, pack.train_y, pack.val_z, pack.val_y
         mirrored_z, photo = (None if args.no_flip else pack.mirrored_z), []
+        if args.photo_dim and (pack.photos is None or pack.photos.prior.dim != args.photo_dim):
+            raise SystemExit(f"--photo-dim {args.photo_dim}: make the pack with python -m training.pack --photo-dim")
+        if args.photo_dim and (pack.photos.seed, pack.photos.stop_fraction) != (args.seed, args.stop_fraction):
+            raise SystemExit(
+                f"--pack: its photo condition was fitted for --seed {pack.photos.seed} --stop-fraction "
+                f"{pack.photos.stop_fraction}; train with those"
+            )
     else:
         with torch.no_grad():
             train_z, train_y, val_z, val_y, mirrored_z, *photo = split_latents(
@@ -354,21 +393,25 @@ def main(argv: list[str] | None = None) -> Path:
     # Early stopping: the prior overfits the latents within a few thousand steps. A slice of the *training*
     # latents picks the step, so the checkpoint's held-out photos stay unseen until evaluation.
     generator = torch.Generator().manual_seed(args.seed)
-    shuffled = torch.randperm(len(train_z), generator=generator)
-    n_stop = max(1, int(args.stop_fraction * len(train_z)))
+    shuffled, n_stop = early_stopping_split(len(train_z), generator, args.stop_fraction)
     conditions = F.one_hot(train_y, n_breeds).float()
     mirrored_conditions, val_conditions = conditions, F.one_hot(val_y, n_breeds).float()
+    photo_prior: PhotoPrior | None = None
     if photo:  # the breed, then what the photo shows (its mirror image: what the mirror image shows)
         photo_features, mirror_features, val_features = photo
-        photo_prior = PhotoPrior(args.photo_dim, n_breeds)
-        fitted = shuffled[n_stop:]  # the photos (and mirror images) the denoiser trains on
-        features = [photo_features[fitted]] + ([mirror_features[fitted]] if mirrored_z is not None else [])
-        photo_prior.fit(torch.cat(features), train_y[fitted].repeat(len(features)))
-        model.prior.photo_prior = photo_prior.to(device)
-        whiten = photo_prior.whiten
-        mirrored_conditions = torch.cat([conditions, whiten(mirror_features.to(device)).cpu()], 1)
-        conditions = torch.cat([conditions, whiten(photo_features.to(device)).cpu()], 1)
-        val_conditions = torch.cat([val_conditions, whiten(val_features.to(device)).cpu()], 1)
+        photo_prior = fit_photo_prior(
+            args.photo_dim, n_breeds, photo_features, None if mirrored_z is None else mirror_features, train_y,
+            shuffled[n_stop:],  # the photos (and mirror images) the denoiser trains on
+        )  # fmt: skip
+        whitened = [photo_prior.whiten(f) for f in (photo_features, mirror_features, val_features)]
+    elif args.photo_dim:  # from the pack: whitened as above when it was made
+        photo_prior, whitened = pack.photos.prior, [pack.photos.train, pack.photos.mirrored, pack.photos.val]
+    if photo_prior is not None:
+        if model is not None:
+            model.prior.photo_prior = photo_prior.to(device)
+        mirrored_conditions = torch.cat([conditions, whitened[1].cpu()], 1)
+        conditions = torch.cat([conditions, whitened[0].cpu()], 1)
+        val_conditions = torch.cat([val_conditions, whitened[2].cpu()], 1)
     stop_z, stop_w = train_z[shuffled[:n_stop]], conditions[shuffled[:n_stop]]
     train_z, train_y, train_w = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]], conditions[shuffled[n_stop:]]
     if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
@@ -397,7 +440,7 @@ def main(argv: list[str] | None = None) -> Path:
         denoiser.load_state_dict(best[2])
         record = stage | {"best_step": best_step, "history": history}
         if model is None:
-            save_denoiser(denoiser, {"encoder": pack.encoder, "stage": record}, args.out)
+            save_denoiser(denoiser, {"encoder": pack.encoder, "stage": record}, args.out, photo_prior)
         else:
             checkpoint.save(model, next_card(card, record), args.out)
         denoiser.load_state_dict(own)
