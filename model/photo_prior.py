@@ -39,6 +39,13 @@ class PhotoPrior(nn.Module):
         self.register_buffer("breed_mean", torch.zeros(n_breeds, dim))
         self.register_buffer("breed_covariance", torch.eye(dim).repeat(n_breeds, 1, 1))
 
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor], n_breeds: int) -> PhotoPrior:
+        """A fitted prior from its stored buffers (their shapes give ``dim`` and ``features``)."""
+        prior = cls(*state["projection"].shape[:1], n_breeds, state["projection"].shape[1])
+        prior.load_state_dict(state)
+        return prior
+
     def whiten(self, features: Tensor) -> Tensor:
         """(n, features) trunk embeddings -> (n, dim) numbers of unit variance over the training photos."""
         return (features.to(self.center) - self.center) @ self.projection.T

@@ -118,8 +118,7 @@ def read_pack(path: Path) -> Pack:
     photos = None
     if "photo_train" in t:
         state = {k.removeprefix("photo_prior."): v for k, v in t.items() if k.startswith("photo_prior.")}
-        prior = PhotoPrior(state["projection"].shape[0], len(breeds), state["projection"].shape[1])
-        prior.load_state_dict(state)
+        prior = PhotoPrior.from_state(state, len(breeds))
         photos = PackedPhotos(
             *(restored("photo_", name) for name in ("train", "mirrored", "val")),
             prior=prior,

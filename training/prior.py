@@ -235,9 +235,7 @@ def attach_denoiser(args: argparse.Namespace, device: torch.device) -> Path:
     model = with_new_prior(source, denoiser, source.sampling)
     if denoiser.cfg.photo_dim:
         photo = load_file(str(args.denoiser_from / PHOTO_PRIOR_FILE))
-        model.prior.photo_prior = PhotoPrior(denoiser.cfg.photo_dim, source.n_breeds, photo["projection"].shape[1])
-        model.prior.photo_prior.load_state_dict(photo)
-        model.prior.photo_prior.to(device)
+        model.prior.photo_prior = PhotoPrior.from_state(photo, source.n_breeds).to(device)
     checkpoint.save(model, next_card(card, about["stage"]), args.out)
     write_sample_figure(model, card, args.out)
     print(f"wrote {args.out}: {args.init_from} with the denoiser of {args.denoiser_from}", flush=True)
