@@ -24,7 +24,6 @@ from safetensors.torch import load_file, save_file
 from model.autoencoder import BreedVAE, VAEConfig
 from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.identifier import BreedIdentifier, IdentifierConfig
-from model.photo_prior import PhotoPrior
 from model.prior import DiffusionPrior, DogModel, GaussianPrior, LatentPrior, Student
 from model.reader import MixReader, ReaderConfig
 from model.sampler import SamplerSettings
@@ -81,8 +80,6 @@ def prior_card(prior: LatentPrior) -> dict[str, Any]:
             }
         if prior.reader is not None:
             spec["reader"] = prior.reader.cfg.to_dict()
-        if prior.photo_prior is not None:
-            spec["photo_prior"] = {"dim": prior.photo_prior.dim, "features": prior.photo_prior.features}
         return spec
     return {"kind": prior.kind}
 
@@ -161,9 +158,7 @@ def build(card: dict[str, Any]) -> DogModel:
         reader = (
             MixReader(ReaderConfig.from_dict(spec["reader"]), vae.cfg.n_breeds, shape) if spec.get("reader") else None
         )
-        about_photo = spec.get("photo_prior")
-        photo = PhotoPrior(about_photo["dim"], vae.cfg.n_breeds, about_photo["features"]) if about_photo else None
-        prior = DiffusionPrior(denoiser, guide, student, reader, photo)
+        prior = DiffusionPrior(denoiser, guide, student, reader)
     else:
         raise ValueError(f"unknown prior kind {spec['kind']!r} (known: gaussian, diffusion)")
     identifier = BreedIdentifier(IdentifierConfig.from_dict(card["identifier"])) if card.get("identifier") else None
@@ -230,5 +225,4 @@ def attach_guide(model: DogModel, guide_folder: str | os.PathLike[str]) -> DogMo
     # A student distilled without this guide imitates another sampler, and a reader read that sampler's mixes: both
     # are dropped with the old guide.
     sampling = replace(model.sampling, distilled=False)
-    prior = DiffusionPrior(model.prior.denoiser, other.prior.denoiser, photo_prior=model.prior.photo_prior)
-    return DogModel(model.vae, prior, sampling)
+    return DogModel(model.vae, DiffusionPrior(model.prior.denoiser, other.prior.denoiser), sampling)

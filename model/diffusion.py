@@ -4,8 +4,7 @@ Why: a spatial latent keeps far more detail than one vector, but its aggregate p
 (its samples decode to texture soup). This is the latent-diffusion recipe (Rombach et al. 2022) at toy scale: a
 convolutional denoiser at the latent's resolution (``blocks`` FiLM residual blocks, with ``attention`` a
 self-attention layer after every second one), conditioned on the diffusion time and on the breed weights ``y``
-through a linear embedding, so a mix of breeds is a well-defined condition (and, with ``photo_dim``, on what a
-photo of those breeds shows: ``model/photo_prior.py``). Continuous time, cosine schedule,
+through a linear embedding, so a mix of breeds is a well-defined condition. Continuous time, cosine schedule,
 v-prediction (Salimans & Ho 2022); the condition is dropped (``y = 0``) for a share of training batches, which gives
 classifier-free guidance (Ho & Salimans 2022). Latents are standardised per dimension (buffers ``z_mean``,
 ``z_scale``) before the denoiser sees them. Sampling is in ``model/sampler.py``; the training loss in
@@ -42,8 +41,6 @@ class DiffusionConfig:
     # The denoiser works on patch x patch cells of the latent (DiT's patch size, Peebles & Xie 2023): a 16x16x4
     # latent at patch 2 is 8x8 cells of 16 numbers, a quarter of the positions and a sixteenth of the attention.
     patch: int = 1
-    # Also conditioned on this many numbers describing a real photo (``model/photo_prior.py``; 0: the breed alone).
-    photo_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.patch < 1:
@@ -54,6 +51,10 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
+        data = dict(data)
+        # Cards of 2026-12 store photo_dim 0 (a photo-conditioned prior, tried and removed: docs/experiments.md).
+        if data.pop("photo_dim", 0):
+            raise ValueError("a denoiser conditioned on photo embeddings (photo_dim) is no longer supported")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
@@ -75,10 +76,6 @@ class LatentDiffusion(nn.Module):
         ch = cfg.channels
         self.time_mlp = nn.Sequential(nn.Linear(self.TIME_FEATURES, ch), nn.SiLU(), nn.Linear(ch, ch))
         self.breed_embedding = nn.Linear(n_breeds, ch, bias=False)
-        # Zero at first, so a breed-only prior carried on (training/prior.py --prior-from) starts where it was.
-        self.photo_embedding = nn.Linear(cfg.photo_dim, ch, bias=False) if cfg.photo_dim else None
-        if self.photo_embedding is not None:
-            nn.init.zeros_(self.photo_embedding.weight)
         channels, height, width = latent_shape
         if height % cfg.patch or width % cfg.patch:
             raise ValueError(f"a {height}x{width} latent does not split into {cfg.patch}x{cfg.patch} patches")
@@ -110,17 +107,9 @@ class LatentDiffusion(nn.Module):
         angle = (t.clamp(0.0, 1.0) * 0.985 + 0.008) / 1.008 * math.pi / 2  # keeps both scales away from 0
         return torch.cos(angle), torch.sin(angle)
 
-    @property
-    def condition_dim(self) -> int:
-        """Numbers per condition: the breed weights, then (``photo_dim``) the photo's; all zero is unconditional."""
-        return self.n_breeds + self.cfg.photo_dim
-
-    def velocity(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
-        """(n, latent_dim) noisy standardised latents, (n,) times, (n, condition_dim) -> the predicted v."""
-        cond = self.time_mlp(time_features(t, self.TIME_FEATURES))
-        cond = cond + self.breed_embedding(condition[:, : self.n_breeds])
-        if self.photo_embedding is not None:
-            cond = cond + self.photo_embedding(condition[:, self.n_breeds :])
+    def velocity(self, x_t: Tensor, t: Tensor, breed_weights: Tensor) -> Tensor:
+        """(n, latent_dim) noisy standardised latents, (n,) times, (n, n_breeds) -> the predicted v."""
+        cond = self.time_mlp(time_features(t, self.TIME_FEATURES)) + self.breed_embedding(breed_weights)
         x = x_t.view(-1, *self.shape)
         if self.cfg.patch > 1:
             x = F.pixel_unshuffle(x, self.cfg.patch)
@@ -140,7 +129,7 @@ class LatentDiffusion(nn.Module):
         return alpha * x + sigma * eps, alpha * eps - sigma * x
 
     def denoising_error(self, z: Tensor, breed_weights: Tensor, probes: int = 32) -> Tensor:
-        """How badly the denoiser recovers one latent z (d,) under each condition (m, condition_dim) -> (m,).
+        """How badly the denoiser recovers one latent z (d,) under each condition (m, n_breeds) -> (m,).
 
         The score of a diffusion classifier (Li et al. 2023): the mean squared v-prediction error, an evenly
         weighted form of the conditional ELBO, so a lower error means a likelier condition. Every condition

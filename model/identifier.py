@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from model import trunk
+from model.breed_space import BreedSpace
 from model.imaging import at_side
-from model.photo_prior import PhotoPrior
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class BreedIdentifier(nn.Module):
         self.cfg = cfg
         self.trunk = backbone if backbone is not None else trunk.load_trunk()
         self.head = nn.Linear(trunk.FEATURES, cfg.n_breeds)
-        self.breed_space = PhotoPrior(cfg.embedding_dim, cfg.n_breeds, trunk.FEATURES) if cfg.embedding_dim else None
+        self.breed_space = BreedSpace(cfg.embedding_dim, cfg.n_breeds, trunk.FEATURES) if cfg.embedding_dim else None
         self.register_buffer("dog_classes", torch.tensor(trunk.DOG_CLASSES), persistent=False)
 
     def logits(self, features: Tensor) -> Tensor:

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from model import interrupt, sampler
+from model.breed_space import BreedSpace
 from model.identifier import PhotoReading
 from model.imaging import at_side
-from model.photo_prior import PhotoPrior
 from model.prior import DogModel
 from model.sampler import SamplerSettings
 
@@ -402,7 +402,7 @@ def ancestry_weights(
     return (w / w.sum()).cpu()
 
 
-# Ancestry by the identifier: the breeds whose Gaussians over the trunk's whitened embeddings (model/photo_prior.py;
+# Ancestry by the identifier: the breeds whose Gaussians over the trunk's whitened embeddings (model/breed_space.py;
 # a mix's mean and covariance interpolated by weight) explain the photo's embedding best. The ``SPACE_CANDIDATES``
 # (at least ``max_breeds``) breeds of highest density alone are weighted jointly, the ``max_breeds`` heaviest kept
 # and weighted again (``SPACE_FIT_STEPS`` Adam steps each; 0.18 s a call with the trunk, one core). The default names
@@ -411,7 +411,7 @@ SPACE_CANDIDATES = 8
 SPACE_FIT_STEPS = 60
 
 
-def breed_space_weights(space: PhotoPrior, x: Tensor, max_breeds: int = 3) -> Tensor:
+def breed_space_weights(space: BreedSpace, x: Tensor, max_breeds: int = 3) -> Tensor:
     """Breed weights (n_breeds,) on the simplex, at most ``max_breeds`` non-zero, whose mix best explains the
     whitened embedding x (dim,) of one photo. Deterministic."""
     if max_breeds < 1:

@@ -27,7 +27,6 @@ from model import sampler
 from model.autoencoder import BreedVAE
 from model.diffusion import LatentDiffusion
 from model.identifier import BreedIdentifier
-from model.photo_prior import PhotoPrior
 from model.reader import MixReader
 from model.sampler import SamplerSettings
 
@@ -96,21 +95,7 @@ class DiffusionPrior:
     guide: LatentDiffusion | None = None  # autoguidance: a weaker denoiser on the same standardised latents
     student: Student | None = None  # settings.distilled: the few-step sampler
     reader: MixReader | None = None  # reads the weights of the sampler's own mixes from z (ancestry's shortlist)
-    # With a denoiser conditioned on what a photo shows: the per-breed distribution such conditions are drawn from.
-    photo_prior: PhotoPrior | None = None
     kind: str = "diffusion"
-
-    @property
-    def photo_dim(self) -> int:
-        """Noise numbers (the first of a sample's) that draw its photo condition; 0 without a photo prior."""
-        return self.photo_prior.dim if self.photo_prior is not None else 0
-
-    def condition(self, photo_noise: Tensor, weights: Tensor) -> Tensor:
-        """The denoiser's condition for breed weights: the weights, then (with a photo prior) a photo embedding
-        drawn for them from ``photo_noise`` (n, photo_dim)."""
-        if self.photo_prior is None:
-            return weights
-        return torch.cat([weights, self.photo_prior.sample(photo_noise, weights)], 1)
 
     def _student(self) -> Student:
         if self.student is None:
@@ -121,37 +106,28 @@ class DiffusionPrior:
         return self.student
 
     def noise_dim(self, settings: SamplerSettings) -> int:
-        # The photo embedding's noise comes first: the same seed, the same place in every breed's distribution.
         if settings.distilled:
             student = self._student()
-            return self.photo_dim + sampler.noise_dim(student.denoiser, student.settings(settings))
-        return self.photo_dim + sampler.noise_dim(self.denoiser, settings)
+            return sampler.noise_dim(student.denoiser, student.settings(settings))
+        return sampler.noise_dim(self.denoiser, settings)
 
     def sample(self, noise: Tensor, weights: Tensor, settings: SamplerSettings, temperature: float = 1.0) -> Tensor:
-        photo_noise, noise = (temperature * noise).split([self.photo_dim, noise.shape[1] - self.photo_dim], 1)
-        condition = self.condition(photo_noise, weights)
+        noise = temperature * noise
         if settings.distilled:
             student = self._student()
-            return sampler.sample(student.denoiser, noise, condition, student.settings(settings))
-        return sampler.sample(self.denoiser, noise, condition, settings, self.guide)
+            return sampler.sample(student.denoiser, noise, weights, student.settings(settings))
+        return sampler.sample(self.denoiser, noise, weights, settings, self.guide)
 
     def edit(self, z: Tensor, weights: Tensor, settings: SamplerSettings, strength: float, noise: Tensor) -> Tensor:
         """Latents z (n, latent_dim) redrawn as the breed mix ``weights`` by SDEdit (``sampler.edit``) with the
-        teacher (a distilled student only knows its own few steps from pure noise) at the teacher's settings; a
-        photo condition is the mix's mean photo."""
+        teacher (a distilled student only knows its own few steps from pure noise) at the teacher's settings."""
         if settings.distilled:
             settings = replace(self._student().teacher, output_scale=settings.output_scale)
         guide = self.guide if settings.autoguidance != 1.0 else None
-        return sampler.edit(self.denoiser, z, self._at_mean_photo(weights), settings, strength, noise, guide)
+        return sampler.edit(self.denoiser, z, weights, settings, strength, noise, guide)
 
     def log_likelihood(self, z: Tensor, weights: Tensor, probes: int = 32) -> Tensor:
-        return -self.denoiser.denoising_error(z, self._at_mean_photo(weights), probes)
-
-    def _at_mean_photo(self, weights: Tensor) -> Tensor:
-        """The condition of breed weights where no photo is drawn: with a photo prior, the mix's mean photo."""
-        if self.photo_prior is None:
-            return weights
-        return torch.cat([weights, self.photo_prior.mean(weights)], 1)
+        return -self.denoiser.denoising_error(z, weights, probes)
 
     def modules(self) -> dict[str, nn.Module]:
         modules = {"latent_prior": self.denoiser}
@@ -161,8 +137,6 @@ class DiffusionPrior:
             modules["student_prior"] = self.student.denoiser
         if self.reader is not None:
             modules["mix_reader"] = self.reader
-        if self.photo_prior is not None:
-            modules["photo_prior"] = self.photo_prior
         return modules
 
 

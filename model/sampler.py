@@ -95,13 +95,6 @@ def mix_condition(weights: Tensor, strength: float) -> Tensor:
     return torch.where(length > 0, weights * length.clamp_min(1e-12) ** -strength, weights)
 
 
-def scaled_condition(denoiser: LatentDiffusion, condition: Tensor, strength: float) -> Tensor:
-    """:func:`mix_condition` on a condition's breed weights; a photo condition after them (``model/photo_prior.py``)
-    is left as it is."""
-    breeds = denoiser.n_breeds
-    return torch.cat([mix_condition(condition[:, :breeds], strength), condition[:, breeds:]], 1)
-
-
 def classifier_free(v_cond: Tensor, v_uncond: Tensor, guidance: float, rescale: float = 0.0) -> Tensor:
     """Classifier-free guidance of (n, d) velocities, with guidance rescale (Lin et al. 2024)."""
     v = v_uncond + guidance * (v_cond - v_uncond)
@@ -159,9 +152,8 @@ def sample(
     settings: SamplerSettings,
     guide: LatentDiffusion | None = None,
 ) -> Tensor:
-    """DDIM from ``noise`` (n, noise_dim(denoiser, settings)) to latents z (n, latent_dim) for conditions
-    (n, denoiser.condition_dim): breed weights, then any photo condition; the fresh noise of ``eta > 0`` is taken
-    from ``noise`` after its first latent."""
+    """DDIM from ``noise`` (n, noise_dim(denoiser, settings)) to latents z (n, latent_dim) for breed weights
+    (n, n_breeds); the fresh noise of ``eta > 0`` is taken from ``noise`` after its first latent."""
     s = settings
     if noise.shape[1] != noise_dim(denoiser, s):
         raise ValueError(
@@ -171,7 +163,7 @@ def sample(
     if s.autoguidance != 1.0 and guide is None:
         raise ValueError(f"autoguidance {s.autoguidance:g} needs a guide, and this prior has none (set it to 1)")
     x, *fresh = noise.split(denoiser.z_mean.numel(), dim=1)
-    weights = scaled_condition(denoiser, weights, s.mix_strength)
+    weights = mix_condition(weights, s.mix_strength)
     times = torch.linspace(1.0, 0.0, s.steps + 1, device=noise.device)
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
         interrupt.check()
@@ -192,22 +184,22 @@ def sample(
 def edit(
     denoiser: LatentDiffusion,
     z: Tensor,
-    condition: Tensor,
+    weights: Tensor,
     settings: SamplerSettings,
     strength: float,
     noise: Tensor,
     guide: LatentDiffusion | None = None,
 ) -> Tensor:
     """SDEdit (Meng et al., ICLR 2022): latents z (n, latent_dim) noised with ``noise`` (n, latent_dim) to time
-    ``strength``, then deterministic DDIM back to 0 under ``condition`` with ``settings``' guidance, in
+    ``strength``, then deterministic DDIM back to 0 under breed ``weights`` with ``settings``' guidance, in
     ``round(strength * settings.steps)`` steps (at least one). Strength 0 returns z; 1 forgets it and draws afresh;
-    in between the coarse layout (pose, framing, background) survives and the condition redraws the rest."""
+    in between the coarse layout (pose, framing, background) survives and the breed redraws the rest."""
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"the edit strength must lie in [0, 1], got {strength}")
     if strength == 0.0:
         return z
     s = settings
-    condition = scaled_condition(denoiser, condition, s.mix_strength)
+    weights = mix_condition(weights, s.mix_strength)
     start = torch.tensor(strength, device=z.device)
     alpha, sigma = denoiser.alpha_sigma(start)
     x = alpha * denoiser.standardise(z) + sigma * noise
@@ -215,5 +207,5 @@ def edit(
     times = torch.linspace(strength, 0.0, steps + 1, device=z.device)
     for t, t_next in zip(times[:-1], times[1:], strict=True):
         interrupt.check()
-        x = ddim_step(denoiser, x, velocity(denoiser, x, t, condition, s, guide), t, t_next)
+        x = ddim_step(denoiser, x, velocity(denoiser, x, t, weights, s, guide), t, t_next)
     return x * denoiser.z_scale + denoiser.z_mean

@@ -137,9 +137,6 @@ def main(argv: list[str] | None = None) -> Path:
     n_breeds = source.n_breeds
     order = balanced_indices(train_y, args.steps * args.batch_size, torch.Generator().manual_seed(args.seed))
     noise, weights = check_set(n_breeds, teacher.z_mean.numel(), args.seed)
-    # With a photo prior every condition carries a photo embedding drawn for its weights, as when sampling.
-    photo_noise = torch.Generator().manual_seed(args.seed + 98)
-    weights = prior.condition(torch.randn(len(weights), prior.photo_dim, generator=photo_noise), weights)
     noise, weights = noise.to(device), weights.to(device)
     with torch.no_grad():
         teacher_latents = sampler.sample(teacher, noise, weights, teaching, guide)
@@ -195,7 +192,7 @@ def main(argv: list[str] | None = None) -> Path:
         idx = order[step * args.batch_size : (step + 1) * args.batch_size]
         # The conditions as the sampler scales them (mix_strength), so the student learns the mixes it will serve.
         w = sampler.mix_condition(training_conditions(train_y[idx], n_breeds, generator), teaching.mix_strength)
-        w = prior.condition(torch.randn(len(w), prior.photo_dim, generator=generator), w).to(device)
+        w = w.to(device)
         loss = distillation_loss(student, teacher, train_z[idx].to(device), w, teaching, args.student_steps, guide)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,7 +231,7 @@ def main(argv: list[str] | None = None) -> Path:
     student.eval().requires_grad_(False)
     model = DogModel(
         source.vae,
-        DiffusionPrior(teacher, guide, Student(student, args.student_steps, teaching), photo_prior=prior.photo_prior),
+        DiffusionPrior(teacher, guide, Student(student, args.student_steps, teaching)),
         replace(source.sampling, distilled=True),
         source.identifier,
     )

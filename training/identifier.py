@@ -8,7 +8,7 @@ px from the 128-px cached photo: view 0 is the whole photo, view 1 its mirror im
 with random flips (seeded by photo and view). Its pooled embeddings are cached on disk (``--cache-dir``) for every
 photo, so another split or head reuses them; the head is then fitted in seconds: class-balanced cross-entropy
 (every breed weighs the same, whatever its photo count), AdamW, a fixed schedule. The same embeddings, PCA-whitened
-to ``--embedding-dim`` numbers, give each breed a Gaussian (``model/photo_prior.py``): ancestry weighs breed mixes
+to ``--embedding-dim`` numbers, give each breed a Gaussian (``model/breed_space.py``): ancestry weighs breed mixes
 in that space.
 
 Three sets of photos are kept out of the head's training:
@@ -138,7 +138,7 @@ def embeddings(
 ) -> np.ndarray:
     """(N, 1280) float16 pooled embeddings of one view of every photo (``SOURCE_SIZE`` px) read at ``resolution``,
     cached by photo ids, view and settings (the crops are seeded by the photo's row, so the cache holds for one photo
-    list: the whole data set's). Also the photo condition of the latent prior (``training/prior.py``)."""
+    list: the whole data set's)."""
     spec = f"{trunk.WEIGHTS_SHA256}|{resolution}|{view}|{min_crop}|{SOURCE_SIZE}|" + "\n".join(photos.ids)
     key = hashlib.sha256(spec.encode()).hexdigest()[:16]
     path = (cache_dir or default_cache_dir()) / "embeddings" / f"{key}.npy"

@@ -14,9 +14,7 @@ Gaussians over them sample mostly off that set. This command encodes the checkpo
 card's split, so no held-out photo is seen) and their mirror images (``--no-flip``: the photos only), trains
 :class:`model.diffusion.LatentDiffusion` on those latents, keeps the step whose denoising error on a slice of them it
 did not train on is best (early stopping), and writes the same VAE with that diffusion prior. What is checked and
-kept is an exponential moving average of the weights (``--ema``, 0.999). With ``--photo-dim N`` the denoiser is also
-conditioned on what each training photo shows (``model/photo_prior.py``: N whitened numbers of the pretrained trunk's
-embedding, read from the identifier's cache or computed once), and sampling draws them per breed. The sampler
+kept is an exponential moving average of the weights (``--ema``, 0.999). The sampler
 settings are the source's when it has a diffusion prior (``--prior-from``: that one's), otherwise the defaults of
 ``model.sampler.SamplerSettings``; ``python -m training.sampling`` chooses others. One process, minutes on 2 CPU
 cores, or a GPU (``--device``). Writes ``prior-metrics.jsonl`` (one line per ``--log-every`` steps) and
@@ -25,8 +23,7 @@ Resumable (``--resume``) from its last check: every check leaves the weights, th
 optimizer's moments in ``resume.safetensors``, so a run longer than a session goes on in the next one.
 
 On a machine without the photos or the checkpoint (a lent GPU, ``docs/gpu.md``): ``--pack`` trains on the latents
-``python -m training.pack`` wrote (and with ``--photo-dim`` on the photo condition its ``--photo-dim`` put in),
-and without ``--init-from`` writes the denoiser alone (with its ``PhotoPrior``); back here, ``--init-from
+``python -m training.pack`` wrote, and without ``--init-from`` writes the denoiser alone; back here, ``--init-from
 CHECKPOINT --denoiser-from FOLDER`` writes the checkpoint with it.
 """
 
@@ -46,13 +43,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model import checkpoint, latent_ops, trunk
+from model import checkpoint, latent_ops
 from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.imaging import labelled_rows
-from model.photo_prior import PhotoPrior
 from model.prior import DiffusionPrior, DogModel
 from model.sampler import SamplerSettings
-from training import identifier
 from training.common import (
     RESUME_STATE,
     bf16_autocast,
@@ -110,13 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the denoiser sees patch x patch cells of the latent (2: a quarter the cost)",
     )
     p.add_argument(
-        "--photo-dim",
-        type=int,
-        default=0,
-        help="also condition the denoiser on this many PCA-whitened numbers of the pretrained trunk's embedding of "
-        "each training photo, drawn per breed when sampling (model/photo_prior.py; 0: the breed alone)",
-    )
-    p.add_argument(
         "--ema",
         type=float,
         default=0.999,
@@ -152,8 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.steps, args.batch_size, args.channels, args.blocks, args.log_every, args.patch) < 1:
         p.error("--steps, --batch-size, --channels, --blocks, --log-every and --patch must be positive")
-    if args.patience < 0 or args.photo_dim < 0:
-        p.error("--patience and --photo-dim must not be negative")
+    if args.patience < 0:
+        p.error("--patience must not be negative")
     if not 0 < args.stop_fraction < 1:
         p.error("--stop-fraction must lie between 0 and 1")
     if not 0 <= args.ema < 1:
@@ -172,21 +160,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # (device, threads, patience, where it stops).
 RUN_ARGS = (
     "init_from", "pack", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch",
-    "photo_dim", "ema", "no_flip", "log_every", "stop_fraction", "seed",
+    "ema", "no_flip", "log_every", "stop_fraction", "seed",
 )  # fmt: skip
 METRICS_FILE = "prior-metrics.jsonl"
 DENOISER_CARD = "denoiser.json"
 DENOISER_FORMAT = "vae-dogs-denoiser/1"
-PHOTO_PRIOR_FILE = "photo-prior.safetensors"  # beside a photo-conditioned denoiser: what its conditions are drawn from
 SHARD_BYTES = 15 * 2**20  # a file brought back from a lent GPU may hold at most 16 MiB
 
 
-def save_denoiser(
-    denoiser: LatentDiffusion, about: dict[str, Any], folder: Path, photo_prior: PhotoPrior | None = None
-) -> None:
-    """The denoiser alone (a --pack run without a checkpoint): its weights in files of at most ``SHARD_BYTES``,
-    ``denoiser.json`` (its config, the encoder its latents came from, the stage's record) and, for a
-    photo-conditioned one, its ``PhotoPrior`` (``PHOTO_PRIOR_FILE``)."""
+def save_denoiser(denoiser: LatentDiffusion, about: dict[str, Any], folder: Path) -> None:
+    """The denoiser alone (a --pack run without a checkpoint): its weights in files of at most ``SHARD_BYTES`` and
+    ``denoiser.json`` (its config, the encoder its latents came from, the stage's record)."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("denoiser-*.safetensors"):
         old.unlink()
@@ -201,9 +185,6 @@ def save_denoiser(
         size += tensor.nbytes
     for i, shard in enumerate(shards):
         save_file(shard, str(folder / f"denoiser-{i:02d}.safetensors"))
-    if photo_prior is not None:
-        photo = {k: v.cpu().contiguous() for k, v in photo_prior.state_dict().items()}
-        save_file(photo, str(folder / PHOTO_PRIOR_FILE))
     card = {"format": DENOISER_FORMAT, "config": denoiser.cfg.to_dict(), **about}
     checkpoint.atomic_write_json(folder / DENOISER_CARD, card)
 
@@ -233,9 +214,6 @@ def attach_denoiser(args: argparse.Namespace, device: torch.device) -> Path:
         state |= load_file(str(shard))
     denoiser.load_state_dict(state)
     model = with_new_prior(source, denoiser, source.sampling)
-    if denoiser.cfg.photo_dim:
-        photo = load_file(str(args.denoiser_from / PHOTO_PRIOR_FILE))
-        model.prior.photo_prior = PhotoPrior.from_state(photo, source.n_breeds).to(device)
     checkpoint.save(model, next_card(card, about["stage"]), args.out)
     write_sample_figure(model, card, args.out)
     print(f"wrote {args.out}: {args.init_from} with the denoiser of {args.denoiser_from}", flush=True)
@@ -254,22 +232,6 @@ def early_stopping_split(n: int, generator: torch.Generator, stop_fraction: floa
     return torch.randperm(n, generator=generator), max(1, int(stop_fraction * n))
 
 
-def fit_photo_prior(
-    dim: int,
-    n_breeds: int,
-    photo_features: torch.Tensor,
-    mirror_features: torch.Tensor | None,
-    breeds: torch.Tensor,
-    fitted: torch.Tensor,
-) -> PhotoPrior:
-    """The photo condition's whitening and per-breed Gaussians, fitted on the rows ``fitted`` of the training photos'
-    trunk embeddings (and of their mirror images' where those are trained on too)."""
-    features = [photo_features[fitted]] + ([mirror_features[fitted]] if mirror_features is not None else [])
-    photo_prior = PhotoPrior(dim, n_breeds)
-    photo_prior.fit(torch.cat(features), breeds[fitted].repeat(len(features)))
-    return photo_prior
-
-
 def noise_seed(seed: int, step: int) -> int:
     """The seed of the diffusion times and noise from ``step`` on: reset after every check (which seeds its own),
     so that a resumed run draws what the uninterrupted one would have."""
@@ -283,11 +245,9 @@ def split_latents(
     cache_dir: Path | None,
     device: torch.device,
     mirrored: bool,
-    photo_features: bool = False,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Posterior means and breed indices of the checkpoint's training and held-out photos, and (``mirrored``)
-    the posterior means of the training photos' mirror images, row for row; with ``photo_features`` also the
-    pretrained trunk's embeddings of the training photos, of their mirror images and of the held-out photos."""
+    the posterior means of the training photos' mirror images, row for row."""
     breeds = [b["name"] for b in card["breeds"]]
     photos = limit_per_breed(find_photos(data), (card.get("data") or {}).get("max_per_breed"))
     if photos.breeds != breeds:
@@ -297,24 +257,13 @@ def split_latents(
     train = images.select(training_ids(card, images))
     index = {b: i for i, b in enumerate(breeds)}
     vae = model.vae
-    latents = (
+    return (
         posterior_means(vae, train.pixels, device),
         torch.tensor([index[b] for b in train.breeds]),
         posterior_means(vae, val.pixels, device),
         torch.tensor([index[b] for b in val.breeds]),
         posterior_means(vae, train.pixels[:, :, ::-1], device) if mirrored else None,
     )
-    if not photo_features:
-        return latents
-    # The identifier's cached embeddings of the whole data set (view 0: the photo, view 1: its mirror image).
-    full = load_images(photos, identifier.SOURCE_SIZE, cache_dir)
-    backbone = trunk.load_trunk().to(device)
-    row = {i: n for n, i in enumerate(full.ids)}
-    train_rows, val_rows = [row[i] for i in train.ids], [row[i] for i in val.ids]
-    photo, mirror = (
-        torch.from_numpy(identifier.embeddings(backbone, full, view, device, cache_dir=cache_dir)) for view in (0, 1)
-    )
-    return (*latents, photo[train_rows].float(), mirror[train_rows].float(), photo[val_rows].float())
 
 
 class WeightAverage:
@@ -354,68 +303,37 @@ def main(argv: list[str] | None = None) -> Path:
     sampling = source.sampling if source is not None else SamplerSettings()
     torch.manual_seed(args.seed)
     denoiser = LatentDiffusion(
-        DiffusionConfig(args.channels, args.blocks, args.attention, args.patch, args.photo_dim),
+        DiffusionConfig(args.channels, args.blocks, args.attention, args.patch),
         n_breeds,
         source.vae.cfg.latent_shape if source is not None else pack.latent_shape,
     ).to(device)
     if args.prior_from:
         other, _ = checkpoint.load(args.prior_from, device)
-        # A breed-only prior may be carried on with a photo condition: that one starts at zero.
-        theirs = other.prior.denoiser.cfg if isinstance(other.prior, DiffusionPrior) else None
-        if (
-            theirs is None
-            or replace(theirs, photo_dim=denoiser.cfg.photo_dim) != denoiser.cfg
-            or (theirs.photo_dim not in (0, denoiser.cfg.photo_dim))
-        ):
+        if not isinstance(other.prior, DiffusionPrior) or other.prior.denoiser.cfg != denoiser.cfg:
             raise SystemExit(f"--prior-from: {args.prior_from} has no diffusion prior of this architecture")
-        denoiser.load_state_dict(other.prior.denoiser.state_dict(), strict=theirs.photo_dim == denoiser.cfg.photo_dim)
+        denoiser.load_state_dict(other.prior.denoiser.state_dict())
         sampling = other.sampling
     # Without a checkpoint (a lent GPU with a pack) there is no model to write: the denoiser alone is.
     model = with_new_prior(source, denoiser, sampling) if source else None
 
     if pack is not None:
         train_z, train_y, val_z, val_y = pack.train_z, pack.train_y, pack.val_z, pack.val_y
-        mirrored_z, photo = (None if args.no_flip else pack.mirrored_z), []
-        if args.photo_dim and (pack.photos is None or pack.photos.prior.dim != args.photo_dim):
-            raise SystemExit(f"--photo-dim {args.photo_dim}: make the pack with python -m training.pack --photo-dim")
-        if args.photo_dim and (pack.photos.seed, pack.photos.stop_fraction) != (args.seed, args.stop_fraction):
-            raise SystemExit(
-                f"--pack: its photo condition was fitted for --seed {pack.photos.seed} --stop-fraction "
-                f"{pack.photos.stop_fraction}; train with those"
-            )
+        mirrored_z = None if args.no_flip else pack.mirrored_z
     else:
         with torch.no_grad():
-            train_z, train_y, val_z, val_y, mirrored_z, *photo = split_latents(
-                model, card, args.data, args.cache_dir, device, not args.no_flip, photo_features=args.photo_dim > 0
+            train_z, train_y, val_z, val_y, mirrored_z = split_latents(
+                model, card, args.data, args.cache_dir, device, not args.no_flip
             )
     # Early stopping: the prior overfits the latents within a few thousand steps. A slice of the *training*
     # latents picks the step, so the checkpoint's held-out photos stay unseen until evaluation.
     generator = torch.Generator().manual_seed(args.seed)
     shuffled, n_stop = early_stopping_split(len(train_z), generator, args.stop_fraction)
-    conditions = F.one_hot(train_y, n_breeds).float()
-    mirrored_conditions, val_conditions = conditions, F.one_hot(val_y, n_breeds).float()
-    photo_prior: PhotoPrior | None = None
-    if photo:  # the breed, then what the photo shows (its mirror image: what the mirror image shows)
-        photo_features, mirror_features, val_features = photo
-        photo_prior = fit_photo_prior(
-            args.photo_dim, n_breeds, photo_features, None if mirrored_z is None else mirror_features, train_y,
-            shuffled[n_stop:],  # the photos (and mirror images) the denoiser trains on
-        )  # fmt: skip
-        whitened = [photo_prior.whiten(f) for f in (photo_features, mirror_features, val_features)]
-    elif args.photo_dim:  # from the pack: whitened as above when it was made
-        photo_prior, whitened = pack.photos.prior, [pack.photos.train, pack.photos.mirrored, pack.photos.val]
-    if photo_prior is not None:
-        if model is not None:
-            model.prior.photo_prior = photo_prior.to(device)
-        mirrored_conditions = torch.cat([conditions, whitened[1].cpu()], 1)
-        conditions = torch.cat([conditions, whitened[0].cpu()], 1)
-        val_conditions = torch.cat([val_conditions, whitened[2].cpu()], 1)
-    stop_z, stop_w = train_z[shuffled[:n_stop]], conditions[shuffled[:n_stop]]
-    train_z, train_y, train_w = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]], conditions[shuffled[n_stop:]]
+    stop_z, stop_y = train_z[shuffled[:n_stop]], train_y[shuffled[:n_stop]]
+    train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
     if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
         train_z, train_y = torch.cat([train_z, mirrored_z[shuffled[n_stop:]]]), torch.cat([train_y, train_y])
-        train_w = torch.cat([train_w, mirrored_conditions[shuffled[n_stop:]]])
-    train_z, train_w = train_z.to(device), train_w.to(device)  # all of it on a GPU: no copy a step
+    train_z = train_z.to(device)  # all of it on a GPU: no copy a step
+    train_w = F.one_hot(train_y, n_breeds).float().to(device)
     if not args.prior_from:  # a prior carried on keeps the standardisation its weights were trained with
         denoiser.fit_standardisation(train_z)
     n_params = sum(p.numel() for p in denoiser.parameters())
@@ -425,7 +343,10 @@ def main(argv: list[str] | None = None) -> Path:
         f"prior: {n_params:,} parameters on {device}",
         flush=True,
     )
-    checks = {"stop": (stop_z.to(device), stop_w.to(device)), "val": (val_z.to(device), val_conditions.to(device))}
+    checks = {
+        "stop": (stop_z.to(device), F.one_hot(stop_y, n_breeds).float().to(device)),
+        "val": (val_z.to(device), F.one_hot(val_y, n_breeds).float().to(device)),
+    }
     order = balanced_indices(train_y, args.steps * args.batch_size, generator)  # every breed equally often
     best: tuple[float, int, dict[str, torch.Tensor]] = (float("inf"), 0, {})
     history: list[dict[str, Any]] = []
@@ -438,7 +359,7 @@ def main(argv: list[str] | None = None) -> Path:
         denoiser.load_state_dict(best[2])
         record = stage | {"best_step": best_step, "history": history}
         if model is None:
-            save_denoiser(denoiser, {"encoder": pack.encoder, "stage": record}, args.out, photo_prior)
+            save_denoiser(denoiser, {"encoder": pack.encoder, "stage": record}, args.out)
         else:
             checkpoint.save(model, next_card(card, record), args.out)
         denoiser.load_state_dict(own)

@@ -70,6 +70,10 @@ def test_config_round_trip() -> None:
     assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown DiffusionConfig fields"):
         DiffusionConfig.from_dict({"channels": 8, "guidance": 2})
+    # Cards written while a photo-conditioned prior was an option store photo_dim 0: they still load.
+    assert DiffusionConfig.from_dict({**cfg.to_dict(), "photo_dim": 0}) == cfg
+    with pytest.raises(ValueError, match="photo embeddings"):
+        DiffusionConfig.from_dict({**cfg.to_dict(), "photo_dim": 64})
 
 
 def test_patches_must_tile_the_latent() -> None:

@@ -39,7 +39,7 @@ def test_the_prior_stage_fits_a_diffusion_prior(tiny_diffusion_checkpoint: Path,
     assert model.prior.kind == "diffusion" and model.sampling.steps == 4
     assert card["prior"] == {
         "kind": "diffusion",
-        "config": {"channels": 16, "blocks": 1, "attention": False, "patch": 1, "photo_dim": 0},
+        "config": {"channels": 16, "blocks": 1, "attention": False, "patch": 1},
         "guide": None,
     }
     source, _ = checkpoint.load(tiny_checkpoint)
@@ -103,27 +103,6 @@ def test_prior_from_carries_a_trained_prior_on(
     assert all(torch.equal(v, theirs[k]) for k, v in carried.prior.denoiser.state_dict().items())
     with pytest.raises(SystemExit, match="no diffusion prior of this architecture"):
         fit_prior([*args, "--out", str(tmp_path / "wider"), "--channels", "24"])
-
-
-def test_a_prior_carried_on_with_a_photo_condition_draws_one_per_breed(
-    tmp_path: Path, tiny_diffusion_checkpoint: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path
-) -> None:
-    """--photo-dim: the trunk's embeddings of the (synthetic) training photos, whitened, condition the carried-on
-    denoiser (starting where it was: the new weights are zero), and sampling draws them from the per-breed prior."""
-    args = [*prior_args(tiny_checkpoint, folders_data, cache_dir), "--prior-from", str(tiny_diffusion_checkpoint)]
-    out = tmp_path / "photo"
-    fit_prior([*args, "--out", str(out), "--photo-dim", "4"])
-    model, card = checkpoint.load(out)
-    assert card["prior"]["config"]["photo_dim"] == 4 and card["prior"]["photo_prior"] == {"dim": 4, "features": 1280}
-    photo = model.prior.photo_prior
-    assert photo.breed_mean.abs().sum() > 0 and photo.projection.abs().sum() > 0  # fitted, not the blank buffers
-    assert model.prior.denoiser.photo_embedding.weight.abs().sum() > 0  # and learnt from
-    assert latent_ops.noise_dim(model) == 4 + latent_ops.noise_dim(checkpoint.load(tiny_diffusion_checkpoint)[0])
-    assert not model.sampling.distilled and model.sampling.autoguidance == 1.0
-    z, _ = latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)
-    assert torch.isfinite(z).all() and torch.equal(
-        z, latent_ops.mix_latents(model, torch.tensor([0.5, 0.5, 0.0]), n=2, seed=7)[0]
-    )
 
 
 def test_a_stopped_prior_resumes_where_the_uninterrupted_run_would_be(

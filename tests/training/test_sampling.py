@@ -159,7 +159,7 @@ def test_an_autoguidance_guide_is_attached_weighed_and_written(
     model, card = checkpoint.load(out)
     guide_model, _ = checkpoint.load(guide)
     assert model.sampling.autoguidance == best["sampling"]["autoguidance"]
-    assert card["prior"]["guide"] == {"channels": 8, "blocks": 1, "attention": False, "patch": 1, "photo_dim": 0}
+    assert card["prior"]["guide"] == {"channels": 8, "blocks": 1, "attention": False, "patch": 1}
     for name, weight in guide_model.prior.denoiser.state_dict().items():
         assert torch.equal(model.prior.guide.state_dict()[name], weight)
     assert card["stages"][-1]["args"]["guide_from"] == str(guide)

@@ -1,19 +1,11 @@
-"""What a photo shows, as a few numbers the latent prior is conditioned on, and a per-breed distribution over them.
-
-Why: a breed label tells the denoiser almost nothing about a photo's layout and colouring (it linearly predicts
-1-2 % of the latent's coarse variance; the pretrained trunk's embedding of the same photo 19-36 %), so a prior
-conditioned on the label alone averages every pose and framing of a breed into a blob. Conditioning on what a
-*real* photo shows is representation-conditioned generation (Li, Katabi & He 2024, "Return of Unconditional
-Generation"): the denoiser learns latents given the photo's embedding, and a small second prior draws embeddings
-for a breed (here a Gaussian per breed, a mix of breeds by interpolating theirs; unCLIP's observation, Ramesh et
-al. 2022, is that blending image embeddings blends what the images show).
+"""Where the breed identifier's trunk places real photos of each breed: a Gaussian per breed over a few whitened
+numbers of the pretrained trunk's embedding, the space ancestry weighs breed mixes in.
 
 The embedding is the trunk's (``model/trunk.py``) pooled features of a real photo, reduced by PCA to ``dim``
-whitened numbers fitted on the training photos. Only real photos are ever embedded: sampling draws embeddings from
-the per-breed Gaussians and never runs the trunk on a generated dog.
-
-The same distribution, fitted by ``training.identifier``, is the breed identifier's ``breed_space``: ancestry asks
-which mix's Gaussian best explains an uploaded photo's embedding (``model.latent_ops.breed_space_weights``).
+whitened numbers fitted on the training photos; each breed gets the mean and a shrunk covariance of its photos'
+numbers, and a mix of breeds the means and covariances interpolated by weight. Fitted by ``training.identifier``
+(``--embedding-dim``); ancestry asks which mix's Gaussian best explains an uploaded photo's embedding
+(``model.latent_ops.breed_space_weights``). Only real photos are ever embedded.
 """
 
 from __future__ import annotations
@@ -27,7 +19,7 @@ SHRINKAGE_PHOTOS = 64
 RIDGE = 1e-4  # against unit variance per whitened number: nothing on real data
 
 
-class PhotoPrior(nn.Module):
+class BreedSpace(nn.Module):
     """Whitening of trunk embeddings and a Gaussian per breed over the whitened numbers (all buffers, fitted by
     :meth:`fit`)."""
 
@@ -38,13 +30,6 @@ class PhotoPrior(nn.Module):
         self.register_buffer("projection", torch.zeros(dim, features))
         self.register_buffer("breed_mean", torch.zeros(n_breeds, dim))
         self.register_buffer("breed_covariance", torch.eye(dim).repeat(n_breeds, 1, 1))
-
-    @classmethod
-    def from_state(cls, state: dict[str, Tensor], n_breeds: int) -> PhotoPrior:
-        """A fitted prior from its stored buffers (their shapes give ``dim`` and ``features``)."""
-        prior = cls(*state["projection"].shape[:1], n_breeds, state["projection"].shape[1])
-        prior.load_state_dict(state)
-        return prior
 
     def whiten(self, features: Tensor) -> Tensor:
         """(n, features) trunk embeddings -> (n, dim) numbers of unit variance over the training photos."""
@@ -72,17 +57,6 @@ class PhotoPrior(nn.Module):
         covariance += RIDGE * torch.eye(self.dim, dtype=torch.float64)  # positive definite on few photos too
         self.breed_mean.copy_(means)
         self.breed_covariance.copy_(covariance)
-
-    def mean(self, weights: Tensor) -> Tensor:
-        """(n, n_breeds) breed weights (normalised to sum 1) -> (n, dim) the mix's mean embedding."""
-        return _normalised(weights) @ self.breed_mean
-
-    def sample(self, noise: Tensor, weights: Tensor) -> Tensor:
-        """(n, dim) standard normal noise and (n, n_breeds) weights -> embeddings of the mix: the breeds' means and
-        covariances interpolated by weight (a new breed between its parents, not a coin toss between them). One
-        noise gives the same place in every breed's distribution."""
-        mean, covariance = self.mix(weights)
-        return mean + torch.einsum("nij,nj->ni", torch.linalg.cholesky(covariance), noise)
 
     def mix(self, weights: Tensor) -> tuple[Tensor, Tensor]:
         """(n, n_breeds) weights -> the mix's (n, dim) means and (n, dim, dim) covariances (interpolated by weight)."""
