@@ -14,11 +14,11 @@ Gaussians over them sample mostly off that set. This command encodes the checkpo
 card's split, so no held-out photo is seen) and their mirror images (``--no-flip``: the photos only), trains
 :class:`model.diffusion.LatentDiffusion` on those latents, keeps the step whose denoising error on a slice of them it
 did not train on is best (early stopping), and writes the same VAE with that diffusion prior. What is checked and
-kept is an exponential moving average of the weights (``--ema``, 0.999). The sampler
-settings are the source's when it has a diffusion prior (``--prior-from``: that one's), otherwise the defaults of
-``model.sampler.SamplerSettings``; ``python -m training.sampling`` chooses others. One process, minutes on 2 CPU
-cores, or a GPU (``--device``). Writes ``prior-metrics.jsonl`` (one line per ``--log-every`` steps) and
-``figures/samples-prior.png`` (8 samples per breed).
+kept is an exponential moving average of the weights (``--ema``, 0.999). The sampler settings are the source's when
+it has a diffusion prior (``--prior-from``: that one's), otherwise the defaults of ``model.sampler.SamplerSettings``;
+``python -m training.sampling`` chooses others. One process: a step's passes in bf16 on a GPU and on a CPU that
+computes it natively (``training.common.bf16_autocast``), about 75 minutes for the default on 2 CPU cores. Writes
+``prior-metrics.jsonl`` (one line per ``--log-every`` steps) and ``figures/samples-prior.png`` (8 samples per breed).
 Resumable (``--resume``) from its last check: every check leaves the weights, their average, the best so far and the
 optimizer's moments in ``resume.safetensors``, so a run longer than a session goes on in the next one.
 
