@@ -227,11 +227,6 @@ def write_sample_figure(model: DogModel, card: dict[str, Any], out: Path) -> Non
     labelled_rows(samples, breeds, columns=8).save(out / "figures" / "samples-prior.png")
 
 
-def early_stopping_split(n: int, generator: torch.Generator, stop_fraction: float) -> tuple[torch.Tensor, int]:
-    """A random order of the n training latents; its first ``n_stop`` pick the step, the rest are trained on."""
-    return torch.randperm(n, generator=generator), max(1, int(stop_fraction * n))
-
-
 def noise_seed(seed: int, step: int) -> int:
     """The seed of the diffusion times and noise from ``step`` on: reset after every check (which seeds its own),
     so that a resumed run draws what the uninterrupted one would have."""
@@ -327,7 +322,8 @@ def main(argv: list[str] | None = None) -> Path:
     # Early stopping: the prior overfits the latents within a few thousand steps. A slice of the *training*
     # latents picks the step, so the checkpoint's held-out photos stay unseen until evaluation.
     generator = torch.Generator().manual_seed(args.seed)
-    shuffled, n_stop = early_stopping_split(len(train_z), generator, args.stop_fraction)
+    shuffled = torch.randperm(len(train_z), generator=generator)
+    n_stop = max(1, int(args.stop_fraction * len(train_z)))
     stop_z, stop_y = train_z[shuffled[:n_stop]], train_y[shuffled[:n_stop]]
     train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
     if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
