@@ -51,3 +51,15 @@ def test_the_committed_default_loads_as_described() -> None:
     assert model.sampling.to_dict() == {"distilled": False, **card["sampling"]}  # a card from before the student
     assert card["recipe"] == "recipes/dogs120.toml" and (ROOT / card["recipe"]).is_file()
     assert model.identifier is not None and card["identifier"]["image_size"] == 224 == model.photo_size
+
+
+def test_the_denoisers_are_stored_in_half_precision_and_run_in_full(tiny_diffusion_checkpoint: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_diffusion_checkpoint / checkpoint.WEIGHTS_FILE), "pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    denoiser = [k for k in dtypes if k.startswith(checkpoint.HALF_PRECISION_PREFIXES)]
+    assert denoiser and all(dtypes[k] == "F16" for k in denoiser if "weight" in k)
+    assert all(dtypes[k] == "F32" for k in dtypes if k.startswith("encoder."))  # the VAE keeps full precision
+    model, _ = checkpoint.load(tiny_diffusion_checkpoint)
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point())
