@@ -238,4 +238,4 @@ def attach_guide(model: DogModel, guide_folder: str | os.PathLike[str]) -> DogMo
     # A student distilled without this guide imitates another sampler, and a reader read that sampler's mixes: both
     # are dropped with the old guide.
     sampling = replace(model.sampling, distilled=False)
-    return DogModel(model.vae, DiffusionPrior(model.prior.denoiser, other.prior.denoiser), sampling)
+    return replace(model, prior=DiffusionPrior(model.prior.denoiser, other.prior.denoiser), sampling=sampling)

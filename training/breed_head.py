@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> Path:
     kept = {k: v for k, v in source.vae.state_dict().items() if not k.startswith("breed_head.")}
     missing, unexpected = vae.load_state_dict(kept, strict=False)
     assert not unexpected and all(k.startswith("breed_head.") for k in missing), (missing, unexpected)
-    model = DogModel(vae, source.prior, source.sampling)
+    model = replace(source, vae=vae)
 
     breeds = [b["name"] for b in card["breeds"]]
     photos = limit_per_breed(find_photos(args.data), (card.get("data") or {}).get("max_per_breed"))

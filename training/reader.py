@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> Path:
     reader.z_scale.copy_(prior.denoiser.z_scale)
     history = train_reader(reader, z, w, args.epochs, args.batch_size, args.lr, args.seed, not args.no_progress)
     reader.eval().requires_grad_(False)
-    model = DogModel(source.vae, replace(prior, reader=reader), source.sampling)
+    model = replace(source, prior=replace(prior, reader=reader))
     stage = {"command": "training.reader", "args": command_args(args), "git_commit": git_commit(), "history": history}
     checkpoint.save(model, next_card(card, stage), args.out)
     last = history[-1]

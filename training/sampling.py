@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         best = candidates[0]
     before = model.sampling
-    model = DogModel(model.vae, model.prior, best)
+    model = replace(model, sampling=best)  # the rest (the identifier too) as it was
     stage = {
         "command": "training.sampling",
         "args": command_args(args),

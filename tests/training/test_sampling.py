@@ -74,6 +74,12 @@ def test_one_candidate_is_written_as_given_without_measuring(tiny_diffusion_chec
     assert checkpoint.load(tmp_path / "set")[0].sampling.output_scale == 0.9
 
 
+def test_the_breed_identifier_survives_a_new_sampler(identifier_checkpoint: Path, tmp_path: Path) -> None:
+    choose_sampling([str(identifier_checkpoint), "--out", str(tmp_path / "set"), "--set", "output_scale=0.9"])
+    model, _ = checkpoint.load(tmp_path / "set")
+    assert model.identifier is not None and model.identifier.breed_space is not None
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
