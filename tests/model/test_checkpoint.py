@@ -48,7 +48,7 @@ def test_save_and_load_keep_every_weight(tiny_diffusion_checkpoint: Path, tmp_pa
 def test_the_committed_default_loads_as_described() -> None:
     model, card = checkpoint.load(ROOT / "checkpoints" / "dogs120")
     assert model.prior.kind == "diffusion" and model.prior.guide is not None
-    assert model.sampling.to_dict() == {"distilled": False, **card["sampling"]}  # a card from before the student
+    assert model.sampling.to_dict() == {"distilled": False, **card["sampling"]}  # cards before the student lack it
     assert card["recipe"] == "recipes/dogs120.toml" and (ROOT / card["recipe"]).is_file()
     assert model.identifier is not None and card["identifier"]["image_size"] == 224 == model.photo_size
 
