@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         candidates = settings_grid(args.assignments, SamplerSettings.from_dict(source_card["sampling"]))
     except ValueError as err:
         raise SystemExit(str(err)) from err
+    if len(candidates) > 1 and all(c.distilled for c in candidates):
+        raise SystemExit(
+            f"{args.checkpoint} samples with its distilled student, which takes no guidance settings: add distilled=0 "
+            "to --set to choose the teacher's (and distil a new student from the result)"
+        )
     # the written checkpoint carries the guide its rows were measured with
     model, card = load_for_sweep(args.checkpoint, candidates, args.device, args.guide_from)
     rows: list[dict[str, Any]] = []

@@ -74,6 +74,14 @@ def test_one_candidate_is_written_as_given_without_measuring(tiny_diffusion_chec
     assert checkpoint.load(tmp_path / "set")[0].sampling.output_scale == 0.9
 
 
+def test_candidates_for_a_distilled_checkpoint_must_name_the_teacher(
+    distilled_checkpoint: Path, folders_data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit, match="add distilled=0"):
+        choose(distilled_checkpoint, folders_data, tmp_path / "x", cache_dir, "--set", "guidance=2,3")
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_breed_identifier_survives_a_new_sampler(identifier_checkpoint: Path, tmp_path: Path) -> None:
     choose_sampling([str(identifier_checkpoint), "--out", str(tmp_path / "set"), "--set", "output_scale=0.9"])
     model, _ = checkpoint.load(tmp_path / "set")
