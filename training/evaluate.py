@@ -16,7 +16,8 @@ field of ``model.sampler.SamplerSettings`` can be swept, the others stay the che
 Metrics: negative ELBO in bits per dimension (one z sample per photo, pixels discretised to 8 bits),
 reconstruction MSE and PSNR, breed identification (``training/identification.py``: top-1/top-5 and per breed on
 the held-out split, on ImageNet-validation photos apart, calibration with ``reliability.png``, "is it a dog" flags,
-the VAE's own head beside the identifier, and the top-1 on held-out photos shown at the samples' size), the share
+the VAE's own head beside the identifier, and the top-1 on held-out photos shown at the samples' size and after the
+autoencoder, the most a decoded dog can show of its breed), the share
 of the model's own samples in which the identifier (and the VAE's head) names the breed asked for, ancestry (as
 served, and by the latent beside it) on the model's own 70/30 mixes and on held-out photos (the photo's own breed
 first), and FID of prior samples (balanced over breeds) against held-out photos, with a real-vs-real floor (held-out
@@ -54,7 +55,13 @@ from training.fid import (
     reconstruction_fid,
     training_reference,
 )
-from training.identification import PHOTO_SIZE, at_sample_size, identification_report, plot_reliability
+from training.identification import (
+    PHOTO_SIZE,
+    at_sample_size,
+    identification_report,
+    of_reconstructions,
+    plot_reliability,
+)
 from training.identifier import IMAGENET_VAL_PREFIX
 from training.losses import LossWeights, held_out_metrics
 
@@ -337,6 +344,7 @@ def evaluate(
     metrics.update(ident)
     held_out_large = held_out_photos(card, all_photos, data).pixels  # at the side the breed heads read
     metrics["identify_top1_at_sample_size"] = at_sample_size(model, held_out_large, labels, image_size)
+    metrics["identify_top1_reconstructions"] = of_reconstructions(model, held_out_large, labels)
     plot_reliability(reliability, out / "reliability.png")
     # The same question answered in z alone, by Bayes' rule over the per-breed ex-post Gaussians.
     means = torch.cat(

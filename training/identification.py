@@ -12,6 +12,7 @@ the identifier for continuity.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,22 @@ def identification_report(
 def at_sample_size(model: DogModel, pixels: np.ndarray, labels: torch.Tensor, side: int) -> float:
     """Top-1 of real photos shown at the samples' side (``side`` px, then read as any photo): the scale for how often
     the model's own samples are recognised."""
+    return _top1_of(model, pixels, labels, lambda x: latent_ops.at_side(x, side))
+
+
+@torch.no_grad()
+def of_reconstructions(model: DogModel, pixels: np.ndarray, labels: torch.Tensor) -> float:
+    """Top-1 of real photos after the autoencoder (encoded and decoded at the samples' side): what the decoder lets
+    a sample show of its breed at best, as ``fid_reconstructions`` is the FID no prior can beat."""
+    side = model.vae.cfg.image_size
+    return _top1_of(model, pixels, labels, lambda x: latent_ops.reconstruct(model, latent_ops.at_side(x, side)))
+
+
+def _top1_of(
+    model: DogModel, pixels: np.ndarray, labels: torch.Tensor, shown: Callable[[torch.Tensor], torch.Tensor]
+) -> float:
     probs = [
-        latent_ops.read_photos(model, latent_ops.at_side(to_tensor(pixels[i : i + 64]), side)).breed_probabilities
+        latent_ops.read_photos(model, shown(to_tensor(pixels[i : i + 64]))).breed_probabilities
         for i in range(0, len(pixels), 64)
     ]
     return accuracy(torch.cat(probs), labels)[0]

@@ -33,6 +33,7 @@ def test_the_sweep_reproduces_the_evaluation_at_the_checkpoints_settings(
     # the bundled Inception also scores the floor and the reconstructions
     assert metrics["fid_real_vs_real"] >= 0
     assert metrics["fid_reconstructions"] > 0 and math.isfinite(metrics["fid_reconstructions"])
+    assert 0 <= metrics["identify_top1_reconstructions"] <= 1
     alone = evaluate_main([str(tiny_diffusion_checkpoint), *flags, "--reconstructions-only"])
     assert math.isclose(alone["fid_reconstructions"], metrics["fid_reconstructions"], rel_tol=1e-6)
     assert math.isclose(alone["fid_real_vs_real"], metrics["fid_real_vs_real"], rel_tol=1e-6)
