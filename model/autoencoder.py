@@ -48,11 +48,7 @@ class VAEConfig:
     latent_dim: int = 128  # with latent_channels > 0: latent_channels * latent_side ** 2
     latent_channels: int = 0  # 0: z is one vector; C > 0: a spatial latent of C channels
     breed_embed_dim: int = 64  # 0: the decoder gets no breed (the plain-VAE baseline)
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # per stride-2 stage of the encoder (and of the decoder, mirrored)
-    # A deeper decoder of its own (``DeepDecoder``): its widths from the full resolution down to the latent's, one more
-    # than ``channels``, with ``decoder_blocks`` residual blocks at each. Empty: ``Decoder``, the encoder mirrored.
-    decoder_channels: tuple[int, ...] = ()
-    decoder_blocks: int = 2
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # per stride-2 stage of the encoder/decoder
     classifier_channels: tuple[int, ...] = (32, 64, 128, 256)
     classifier_dropout: float = 0.3
     classifier_image_size: int = 0  # the side the breed head reads photos at; 0: image_size
@@ -66,12 +62,6 @@ class VAEConfig:
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         self.classifier_channels = tuple(self.classifier_channels)
-        self.decoder_channels = tuple(self.decoder_channels)
-        if self.decoder_channels and len(self.decoder_channels) != len(self.channels) + 1:
-            raise ValueError(
-                f"decoder_channels needs {len(self.channels) + 1} widths (full resolution to the latent's), "
-                f"got {len(self.decoder_channels)}"
-            )
         if self.image_size % (2 ** len(self.channels)) != 0:
             raise ValueError(f"image_size {self.image_size} is not divisible by 2**{len(self.channels)}")
         if self.latent_channels and self.latent_dim != self.latent_channels * self.latent_side**2:
@@ -177,36 +167,6 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.head(h))
 
 
-class DeepDecoder(nn.Module):
-    """(z, breed embedding) -> mean image in [0, 1], as VQGAN's and Stable Diffusion's decoders are built (Esser et al.
-    2021): ``decoder_blocks`` FiLM residual blocks at every resolution, the full one included, nearest-neighbour
-    upsampling then a 3x3 convolution between them (no transposed-convolution checkerboard). The mirrored ``Decoder``
-    has one block, at the latent's side only, and left reconstructions blurred."""
-
-    def __init__(self, cfg: VAEConfig) -> None:
-        super().__init__()
-        if not cfg.latent_channels:
-            raise ValueError("decoder_channels needs a spatial latent (latent_channels > 0)")
-        widths = list(reversed(cfg.decoder_channels))  # the latent's side first
-        cond = cfg.breed_embed_dim
-        self.side, self.latent_channels = cfg.latent_side, cfg.latent_channels
-        self.from_latent = nn.Conv2d(cfg.latent_channels, widths[0], 3, padding=1)
-        self.levels = nn.ModuleList(
-            nn.ModuleList(ResidualBlock(width, cond_dim=cond) for _ in range(cfg.decoder_blocks)) for width in widths
-        )
-        self.ups = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:], strict=False))
-        self.head = nn.Sequential(group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], 3, 3, padding=1))
-
-    def forward(self, z: Tensor, breed_embedding: Tensor) -> Tensor:
-        h = self.from_latent(z.view(-1, self.latent_channels, self.side, self.side))
-        for i, blocks in enumerate(self.levels):
-            for block in blocks:
-                h = block(h, breed_embedding)
-            if i < len(self.ups):
-                h = self.ups[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return torch.sigmoid(self.head(h))
-
-
 class BreedHead(nn.Module):
     """q(y | x): a small CNN classifier with its own trunk."""
 
@@ -236,7 +196,7 @@ class BreedVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.decoder = DeepDecoder(cfg) if cfg.decoder_channels else Decoder(cfg)
+        self.decoder = Decoder(cfg)
         self.breed_head = BreedHead(cfg)
         self.breed_embeddings = nn.Parameter(torch.randn(cfg.n_breeds, cfg.breed_embed_dim) * 0.5)
         self.log_pixel_scale = nn.Parameter(

@@ -32,7 +32,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -108,14 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(latent_dim = C * side^2, e.g. 8 channels at 8x8 with --channels 32,64,128)",
     )
     p.add_argument("--channels", type=str, default="32,64,128,256", help="VAE widths per stride-2 stage")
-    p.add_argument(
-        "--decoder-channels",
-        type=str,
-        default="",
-        help="a deeper decoder's widths, full resolution first, one more than --channels (e.g. 32,64,128); "
-        "empty: the encoder mirrored. With --decoder-only: a new decoder for --init-from's latents",
-    )
-    p.add_argument("--decoder-blocks", type=int, default=2, help="residual blocks at each of its resolutions")
     p.add_argument("--classifier-channels", type=str, default="32,64,128,256")
     p.add_argument(
         "--shared-covariance",
@@ -194,19 +186,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--min-validation must not be negative")
     if args.max_per_breed is not None and args.max_per_breed < 2:
         p.error("--max-per-breed must be at least 2 (one photo to train on, one held out)")
-    for flag in ("channels", "classifier_channels", "decoder_channels"):
+    for flag in ("channels", "classifier_channels"):
         try:
             widths = _ints(getattr(args, flag))
         except ValueError:
             widths = ()
-        if flag == "decoder_channels" and not getattr(args, flag):
-            continue  # empty: the encoder mirrored
         if not widths or min(widths) < 1:
             p.error(f"--{flag.replace('_', '-')} must be a comma-separated list of positive integers, e.g. 32,64,128")
-    if args.decoder_blocks < 1:
-        p.error("--decoder-blocks must be at least 1")
-    if args.decoder_channels and len(_ints(args.decoder_channels)) != len(_ints(args.channels)) + 1:
-        p.error("--decoder-channels needs one width more than --channels (full resolution to the latent's)")
     if args.adversarial_weight and "RANK" in os.environ:
         p.error("--adversarial-weight trains a discriminator in one process: not under torchrun")
     if args.decoder_only and (not args.init_from or args.resume or "RANK" in os.environ):
@@ -336,9 +322,6 @@ def main(argv: list[str] | None = None) -> Path:
     channels = _ints(args.channels)
     latent_side = args.resolution // 2 ** len(channels)
     plain = dict(breed_embed_dim=0, learned_pixel_scale=False) if args.plain else {}
-    decoder = dict(decoder_channels=_ints(args.decoder_channels), decoder_blocks=args.decoder_blocks)
-    if not args.decoder_channels:
-        decoder = {}
     cfg = VAEConfig(
         n_breeds=len(breeds),
         image_size=args.resolution,
@@ -347,7 +330,6 @@ def main(argv: list[str] | None = None) -> Path:
         channels=channels,
         classifier_channels=_ints(args.classifier_channels),
         shared_covariance=args.shared_covariance,
-        **decoder,
         **plain,
     )
     weights = LossWeights(
@@ -365,21 +347,12 @@ def main(argv: list[str] | None = None) -> Path:
     model = DogModel(vae, GaussianPrior(vae))
     if args.init_from and not args.resume:
         source, source_card = checkpoint.load(args.init_from, ddp.device)
-        if args.decoder_only:  # the source's encoder, prior and sampler settings: the latents do not change
-            cfg = replace(source.vae.cfg, **decoder)
-            vae = source.vae if cfg == source.vae.cfg else BreedVAE(cfg).to(ddp.device)
-            prior = GaussianPrior(vae) if isinstance(source.prior, GaussianPrior) else source.prior
-            model = replace(source, vae=vae, prior=prior)
+        if args.decoder_only:  # the source's architecture, prior and sampler settings: the latents do not change
+            cfg, vae, model = source.vae.cfg, source.vae, source
             freeze_all_but_decoder(vae)
-        new_decoder = {k: getattr(cfg, k) for k in ("decoder_channels", "decoder_blocks")}
-        if replace(source.vae.cfg, **new_decoder) != cfg or [b["name"] for b in source_card["breeds"]] != breeds:
+        if source.vae.cfg != cfg or [b["name"] for b in source_card["breeds"]] != breeds:
             raise SystemExit(f"--init-from: {args.init_from} has another architecture or breed list")
-        state = source.vae.state_dict()
-        if source.vae.cfg != cfg:  # another decoder, trained from scratch on the source's latents
-            state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
-        missing = vae.load_state_dict(state, strict=False).missing_keys
-        if any(not k.startswith("decoder.") for k in missing):
-            raise SystemExit(f"--init-from: {args.init_from} lacks {missing[:3]}")
+        vae.load_state_dict(source.vae.state_dict())
         stages = list(source_card.get("stages", []))
     opt = make_optimizer(vae, args.lr, args.weight_decay)
     discriminator = PatchDiscriminator(args.discriminator_channels).to(ddp.device) if args.adversarial_weight else None
