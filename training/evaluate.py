@@ -17,7 +17,7 @@ Metrics: negative ELBO in bits per dimension (one z sample per photo, pixels dis
 reconstruction MSE and PSNR, breed identification (``training/identification.py``: top-1/top-5 and per breed on
 the held-out split, on ImageNet-validation photos apart, calibration with ``reliability.png``, "is it a dog" flags,
 the VAE's own head beside the identifier, and the top-1 on held-out photos shown at the samples' size and after the
-autoencoder, the most a decoded dog can show of its breed), the share
+autoencoder, how much of a breed the decoder gives back), the share
 of the model's own samples in which the identifier (and the VAE's head) names the breed asked for, ancestry (as
 served, and by the latent beside it) on the model's own 70/30 mixes and on held-out photos (the photo's own breed
 first), and FID of prior samples (balanced over breeds) against held-out photos, with a real-vs-real floor (held-out

@@ -129,8 +129,8 @@ def at_sample_size(model: DogModel, pixels: np.ndarray, labels: torch.Tensor, si
 
 @torch.no_grad()
 def of_reconstructions(model: DogModel, pixels: np.ndarray, labels: torch.Tensor) -> float:
-    """Top-1 of real photos after the autoencoder (encoded and decoded at the samples' side): what the decoder lets
-    a sample show of its breed at best, as ``fid_reconstructions`` is the FID no prior can beat."""
+    """Top-1 of real photos after the autoencoder (encoded and decoded at the samples' side): how much of a breed the
+    decoder gives back of a real dog, the scale for the samples' share as ``fid_reconstructions`` is for their FID."""
     side = model.vae.cfg.image_size
     return _top1_of(model, pixels, labels, lambda x: latent_ops.reconstruct(model, latent_ops.at_side(x, side)))
 
