@@ -127,7 +127,6 @@ def at_sample_size(model: DogModel, pixels: np.ndarray, labels: torch.Tensor, si
     return _top1_of(model, pixels, labels, lambda x: latent_ops.at_side(x, side))
 
 
-@torch.no_grad()
 def of_reconstructions(model: DogModel, pixels: np.ndarray, labels: torch.Tensor) -> float:
     """Top-1 of real photos after the autoencoder (encoded and decoded at the samples' side): how much of a breed the
     decoder gives back of a real dog, the scale for the samples' share as ``fid_reconstructions`` is for their FID."""
@@ -135,6 +134,7 @@ def of_reconstructions(model: DogModel, pixels: np.ndarray, labels: torch.Tensor
     return _top1_of(model, pixels, labels, lambda x: latent_ops.reconstruct(model, latent_ops.at_side(x, side)))
 
 
+@torch.no_grad()
 def _top1_of(
     model: DogModel, pixels: np.ndarray, labels: torch.Tensor, shown: Callable[[torch.Tensor], torch.Tensor]
 ) -> float:
