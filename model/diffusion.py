@@ -109,28 +109,19 @@ class LatentDiffusion(nn.Module):
 
     def velocity(self, x_t: Tensor, t: Tensor, breed_weights: Tensor) -> Tensor:
         """(n, latent_dim) noisy standardised latents, (n,) times, (n, n_breeds) -> the predicted v."""
-        return self.velocity_and_hidden(x_t, t, breed_weights, hidden_after=0)[0]
-
-    def velocity_and_hidden(
-        self, x_t: Tensor, t: Tensor, breed_weights: Tensor, hidden_after: int
-    ) -> tuple[Tensor, Tensor]:
-        """The predicted v and the (n, channels, cells, cells) features after the first ``hidden_after`` blocks
-        (and their attention): what representation alignment (``training/alignment.py``) trains."""
         cond = self.time_mlp(time_features(t, self.TIME_FEATURES)) + self.breed_embedding(breed_weights)
         x = x_t.view(-1, *self.shape)
         if self.cfg.patch > 1:
             x = F.pixel_unshuffle(x, self.cfg.patch)
-        h = hidden = self.conv_in(x)
+        h = self.conv_in(x)
         for i, block in enumerate(self.blocks):
             h = block(h, cond)
             if str(i) in self.attention:
                 h = self.attention[str(i)](h)
-            if i + 1 == hidden_after:
-                hidden = h
         v = self.conv_out(h)
         if self.cfg.patch > 1:
             v = F.pixel_shuffle(v, self.cfg.patch)
-        return v.flatten(1), hidden
+        return v.flatten(1)
 
     def noised(self, x: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Standardised latents x at times t with noise eps -> (x_t, the velocity v the denoiser should predict)."""

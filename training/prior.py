@@ -48,8 +48,6 @@ from model.diffusion import DiffusionConfig, LatentDiffusion
 from model.imaging import labelled_rows
 from model.prior import DiffusionPrior, DogModel
 from model.sampler import SamplerSettings
-from training import alignment
-from training.alignment import AlignmentTerm, Projector
 from training.common import (
     RESUME_STATE,
     bf16_autocast,
@@ -130,16 +128,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.05,
         help="share of the training latents held back to pick the step with the best denoising error",
     )
-    p.add_argument(
-        "--align-weight",
-        type=float,
-        default=0.0,
-        help="weight of representation alignment (REPA, training/alignment.py) with the identification trunk's "
-        "features of the training photos (0: none)",
-    )
-    p.add_argument(
-        "--align-block", type=int, default=2, help="the denoiser's features after this many blocks are aligned"
-    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--stop-after", type=int, default=None, help="stop at the first check at or after this step (--resume goes on)"
@@ -158,12 +146,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--stop-fraction must lie between 0 and 1")
     if not 0 <= args.ema < 1:
         p.error("--ema must lie in [0, 1)")
-    if args.align_weight < 0:
-        p.error("--align-weight must not be negative")
-    if args.align_weight and not 1 <= args.align_block <= args.blocks:
-        p.error("--align-block must lie in [1, --blocks]")
-    if args.align_weight and args.pack is not None:
-        p.error("--align-weight needs the photos (--data): a latent pack holds no trunk features")
     if args.denoiser_from is not None:
         if args.init_from is None:
             p.error("--denoiser-from needs --init-from: the checkpoint the denoiser goes into")
@@ -178,7 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # (device, threads, patience, where it stops).
 RUN_ARGS = (
     "init_from", "pack", "prior_from", "steps", "batch_size", "lr", "channels", "blocks", "attention", "patch",
-    "ema", "no_flip", "log_every", "stop_fraction", "align_weight", "align_block", "seed",
+    "ema", "no_flip", "log_every", "stop_fraction", "seed",
 )  # fmt: skip
 METRICS_FILE = "prior-metrics.jsonl"
 DENOISER_CARD = "denoiser.json"
@@ -258,11 +240,9 @@ def split_latents(
     cache_dir: Path | None,
     device: torch.device,
     mirrored: bool,
-    feature_maps: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Posterior means and breed indices of the checkpoint's training and held-out photos, (``mirrored``) the
-    posterior means of the training photos' mirror images, row for row, and (``feature_maps``) the trunk's feature
-    maps of the training photos (``training/alignment.py``), row for row."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Posterior means and breed indices of the checkpoint's training and held-out photos, and (``mirrored``)
+    the posterior means of the training photos' mirror images, row for row."""
     breeds = [b["name"] for b in card["breeds"]]
     photos = limit_per_breed(find_photos(data), (card.get("data") or {}).get("max_per_breed"))
     if photos.breeds != breeds:
@@ -272,17 +252,12 @@ def split_latents(
     train = images.select(training_ids(card, images))
     index = {b: i for i, b in enumerate(breeds)}
     vae = model.vae
-    maps = None
-    if feature_maps:
-        sharper = load_images(photos, 2 * vae.cfg.image_size, cache_dir).select(train.ids)
-        maps = torch.from_numpy(alignment.photo_feature_maps(sharper, device, cache_dir))
     return (
         posterior_means(vae, train.pixels, device),
         torch.tensor([index[b] for b in train.breeds]),
         posterior_means(vae, val.pixels, device),
         torch.tensor([index[b] for b in val.breeds]),
         posterior_means(vae, train.pixels[:, :, ::-1], device) if mirrored else None,
-        maps,
     )
 
 
@@ -327,9 +302,6 @@ def main(argv: list[str] | None = None) -> Path:
         n_breeds,
         source.vae.cfg.latent_shape if source is not None else pack.latent_shape,
     ).to(device)
-    align: AlignmentTerm | None = None  # made here: reading the photos may draw random numbers (a trunk's init)
-    if args.align_weight:
-        align = AlignmentTerm(Projector(args.channels).to(device), args.align_block, args.align_weight)
     if args.prior_from:
         other, _ = checkpoint.load(args.prior_from, device)
         if not isinstance(other.prior, DiffusionPrior) or other.prior.denoiser.cfg != denoiser.cfg:
@@ -339,14 +311,13 @@ def main(argv: list[str] | None = None) -> Path:
     # Without a checkpoint (a lent GPU with a pack) there is no model to write: the denoiser alone is.
     model = with_new_prior(source, denoiser, sampling) if source else None
 
-    maps: torch.Tensor | None = None  # the trunk's feature maps of the training photos (--align-weight)
     if pack is not None:
         train_z, train_y, val_z, val_y = pack.train_z, pack.train_y, pack.val_z, pack.val_y
         mirrored_z = None if args.no_flip else pack.mirrored_z
     else:
         with torch.no_grad():
-            train_z, train_y, val_z, val_y, mirrored_z, maps = split_latents(
-                model, card, args.data, args.cache_dir, device, not args.no_flip, feature_maps=args.align_weight > 0
+            train_z, train_y, val_z, val_y, mirrored_z = split_latents(
+                model, card, args.data, args.cache_dir, device, not args.no_flip
             )
     # Early stopping: the prior overfits the latents within a few thousand steps. A slice of the *training*
     # latents picks the step, so the checkpoint's held-out photos stay unseen until evaluation.
@@ -355,10 +326,8 @@ def main(argv: list[str] | None = None) -> Path:
     n_stop = max(1, int(args.stop_fraction * len(train_z)))
     stop_z, stop_y = train_z[shuffled[:n_stop]], train_y[shuffled[:n_stop]]
     train_z, train_y = train_z[shuffled[n_stop:]], train_y[shuffled[n_stop:]]
-    map_rows, map_mirrored = shuffled[n_stop:], torch.zeros(len(train_z), dtype=torch.bool)  # each latent's photo
     if mirrored_z is not None:  # a mirrored dog is as much a dog of its breed; twice the latents to fit
         train_z, train_y = torch.cat([train_z, mirrored_z[shuffled[n_stop:]]]), torch.cat([train_y, train_y])
-        map_rows, map_mirrored = torch.cat([map_rows, map_rows]), torch.cat([map_mirrored, ~map_mirrored])
     train_z = train_z.to(device)  # all of it on a GPU: no copy a step
     train_w = F.one_hot(train_y, n_breeds).float().to(device)
     if not args.prior_from:  # a prior carried on keeps the standardisation its weights were trained with
@@ -391,16 +360,8 @@ def main(argv: list[str] | None = None) -> Path:
             checkpoint.save(model, next_card(card, record), args.out)
         denoiser.load_state_dict(own)
 
-    def photo_features(idx: torch.Tensor) -> torch.Tensor | None:
-        """The trunk's feature maps of the photos of the training latents ``idx`` (mirrored with them)."""
-        if maps is None:
-            return None
-        rows = maps[map_rows[idx]].float()
-        return torch.where(map_mirrored[idx][:, None, None, None], rows.flip(3), rows).to(device)
-
     checks_since_best, first_step = 0, 0
-    trained_parts = list(denoiser.parameters()) + (list(align.projector.parameters()) if align else [])
-    opt = torch.optim.Adam(trained_parts, lr=args.lr)
+    opt = torch.optim.Adam(denoiser.parameters(), lr=args.lr)
     average = WeightAverage(denoiser, args.ema) if args.ema else None
     args.out.mkdir(parents=True, exist_ok=True)
     run_args = {k: v for k, v in command_args(args).items() if k in RUN_ARGS}
@@ -409,7 +370,6 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(f"--resume: no {RESUME_STATE} in {args.out}; start without --resume")
         averaged, kept = copy.deepcopy(denoiser), copy.deepcopy(denoiser)
         parts = {"denoiser": denoiser, "best": kept} | ({"average": averaged} if average else {})
-        parts |= {"projector": align.projector} if align else {}
         resumed = load_resume_state(args.out, parts, {"opt": opt})
         if resumed.get("run_args") != run_args:
             raise SystemExit(f"--resume: {args.out} holds another run ({resumed.get('run_args')})")
@@ -425,7 +385,7 @@ def main(argv: list[str] | None = None) -> Path:
     def save_resume(step: int) -> None:
         kept, averaged = copy.deepcopy(denoiser), copy.deepcopy(denoiser)
         kept.load_state_dict(best[2])
-        parts = {"denoiser": denoiser, "best": kept} | ({"projector": align.projector} if align else {})
+        parts = {"denoiser": denoiser, "best": kept}
         if average:
             averaged.load_state_dict(average.state)
             parts["average"] = averaged
@@ -444,9 +404,7 @@ def main(argv: list[str] | None = None) -> Path:
             group["lr"] = lr_at(step, args.steps, args.lr, warmup=200)
         idx = order[step * args.batch_size : (step + 1) * args.batch_size]
         with bf16_autocast(device):
-            loss, _ = denoising_loss(
-                denoiser, train_z[idx].to(device), train_w[idx].to(device), align, photo_features(idx)
-            )
+            loss, _ = denoising_loss(denoiser, train_z[idx].to(device), train_w[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

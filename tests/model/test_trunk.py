@@ -17,7 +17,6 @@ def test_the_packaged_weights_load_strictly_and_frozen() -> None:
     photos = torch.rand(2, 3, 96, 96)
     assert network.features(photos).shape == (2, trunk.FEATURES)
     assert network(photos).shape == (2, 1000)
-    assert network.feature_map(torch.rand(1, 3, 256, 256)).shape == (1, trunk.MAP_FEATURES, 8, 8)  # stride 32
 
 
 def test_a_changed_or_missing_weights_file_is_refused(tmp_path: Path) -> None:

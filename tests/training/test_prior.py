@@ -141,24 +141,3 @@ def test_weight_average_follows_the_weights_with_a_lag() -> None:
     average.update(layer)
     assert torch.allclose(average.state["weight"], torch.full((2, 2), 1.2))  # a tenth of the way, at decay 0.9
     assert torch.equal(layer.weight, torch.full((2, 2), 3.0))  # the module itself is left alone
-
-
-def test_an_aligned_prior_resumes_exactly_and_stores_no_projector(
-    tmp_path: Path, tiny_checkpoint: Path, folders_data: Path, cache_dir: Path
-) -> None:
-    args = [*prior_args(tiny_checkpoint, folders_data, cache_dir, 10), "--align-weight", "0.5", "--align-block", "1"]
-    fit_prior([*args, "--out", str(tmp_path / "whole")])
-    fit_prior([*args, "--out", str(tmp_path / "split"), "--stop-after", "5"])
-    fit_prior([*args, "--out", str(tmp_path / "split"), "--resume"])
-    fit_prior([*prior_args(tiny_checkpoint, folders_data, cache_dir, 10), "--out", str(tmp_path / "plain")])
-    whole, card = checkpoint.load(tmp_path / "whole")
-    split, _ = checkpoint.load(tmp_path / "split")
-    plain, _ = checkpoint.load(tmp_path / "plain")
-    theirs = whole.prior.denoiser.state_dict()
-    assert all(torch.equal(v, theirs[k]) for k, v in split.prior.denoiser.state_dict().items())
-    # The alignment term changes what the denoiser learns, and nothing of it is stored or needed to sample.
-    assert whole.state_dict().keys() == plain.state_dict().keys()
-    assert not all(torch.equal(v, theirs[k]) for k, v in plain.prior.denoiser.state_dict().items())
-    assert card["stages"][-1]["args"]["align_weight"] == 0.5
-    with pytest.raises(SystemExit):
-        fit_prior([*args, "--out", str(tmp_path / "packed"), "--pack", str(tmp_path)])
