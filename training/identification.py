@@ -128,10 +128,10 @@ def at_sample_size(model: DogModel, pixels: np.ndarray, labels: torch.Tensor, si
 
 
 def of_reconstructions(model: DogModel, pixels: np.ndarray, labels: torch.Tensor) -> float:
-    """Top-1 of real photos after the autoencoder, as ``/encode`` then ``/decode`` would give them back (the photo at
-    its own side, the decoder's breed read from it there, the dog decoded at the samples' side): how much of a breed
-    the decoder gives back of a real dog, the scale for the samples' share as ``fid_reconstructions`` is for their
-    FID."""
+    """Top-1 of real photos after the autoencoder (``latent_ops.reconstruct`` of the photo at its own side, as
+    ``/encode`` reads it: the decoder's breed condition read from it there, the dog decoded at the samples' side): how
+    much of a breed the decoder gives back of a real dog, the scale for the samples' share as ``fid_reconstructions``
+    is for their FID."""
     return _top1_of(model, pixels, labels, lambda x: latent_ops.reconstruct(model, x))
 
 
